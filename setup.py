@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Install the pure-PyTorch YOLOX training framework as the package `yolox`."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "yolox" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="yolox",
+    version=VERSION,
+    description="A pure-PyTorch YOLOX training framework: the official detector, commands and checkpoints, faster.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(exclude=("tests", "tests.*", "tools", "exps")),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.23",
+        "opencv-python-headless>=4.7",
+        "loguru>=0.7",
+        "tabulate>=0.9",
+        "pycocotools>=2.0.6",
+        "tqdm>=4.64",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6.80"],
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        "tensorboard": ["tensorboard>=2.12"],
+    },
+    classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
+)

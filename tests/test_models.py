@@ -1,0 +1,112 @@
+"""The published model sizes: state-dict layout, parameter counts, forward shapes, losses and backward."""
+import pytest
+import torch
+
+from model_zoo import SIZES, build, reference_layouts
+
+PUBLISHED_PARAMS = {
+    "yolox-nano": 912_159, "yolox-tiny": 5_055_855, "yolox-s": 8_968_255, "yolox-m": 25_326_495,
+    "yolox-l": 54_208_895, "yolox-x": 99_071_455, "yolov3": 63_724_767,
+}
+LAYOUTS = reference_layouts()
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_parameter_count_and_state_dict_layout(name):
+    model = build(name)
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAMS[name]
+    if LAYOUTS is None:
+        pytest.skip("official_state_dict_layout.txt not found next to the checkout")
+    got = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert got == LAYOUTS[name]["names"]
+
+
+@pytest.mark.parametrize("name", ["yolox-nano", "yolox-s", "yolov3"])
+def test_published_style_checkpoint_loads_strict(name):
+    """A checkpoint laid out like the published yolox_*.pth ({"model": state_dict}) loads with strict=True."""
+    if LAYOUTS is None:
+        pytest.skip("official_state_dict_layout.txt not found next to the checkpoint")
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in LAYOUTS[name]["names"]:
+        state[key] = (torch.tensor(7) if key.endswith("num_batches_tracked")
+                      else torch.randn(shape, generator=gen))
+    ckpt = {"model": state, "start_epoch": 300}
+    model = build(name)
+    model.load_state_dict(ckpt["model"], strict=True)
+    assert torch.equal(model.state_dict()[LAYOUTS[name]["names"][0][0]], state[LAYOUTS[name]["names"][0][0]])
+
+
+def _labels(batch, size, counts, num_classes=80, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(batch, max(max(counts), 1), 5)
+    for b, n in enumerate(counts):
+        for i in range(n):
+            cx, cy = (torch.rand(2, generator=gen) * size).tolist()
+            w, h = (torch.rand(2, generator=gen) * size / 2 + 4).tolist()
+            labels[b, i] = torch.tensor([i % num_classes, cx, cy, w, h])
+    return labels
+
+
+def _train_step(name, size=64):
+    torch.manual_seed(0)
+    model = build(name)
+    model.train()
+    imgs = torch.randn(2, 3, size, size)
+    out = model(imgs, _labels(2, size, [3, 0]))
+    assert set(out) == {"total_loss", "iou_loss", "l1_loss", "conf_loss", "cls_loss", "num_fg"}
+    for key, value in out.items():
+        assert torch.isfinite(torch.as_tensor(value)).all(), key
+    assert out["conf_loss"] > 0 and out["iou_loss"] > 0 and out["num_fg"] > 0
+    out["total_loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.head.cls_preds[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_losses_finite_and_backward(name):
+    _train_step(name)
+
+
+@pytest.mark.parametrize("name", ["yolox-nano", "yolov3"])
+def test_eval_output_is_decoded(name):
+    model = build(name, num_classes=3).eval()
+    size = 96
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    anchors = sum((size // s) ** 2 for s in (8, 16, 32))
+    assert out.shape == (2, anchors, 5 + 3)
+    assert ((out[..., 4:] >= 0) & (out[..., 4:] <= 1)).all()  # objectness and class scores after sigmoid
+    assert (out[..., 2:4] > 0).all()
+    # the first anchor (stride 8, cell 0, 0) decodes around the top-left corner; the last one near the bottom right
+    assert out[0, 0, 0].abs() < 8 * 4 and out[0, -1, 0] > size / 2
+    model.head.decode_in_inference = False
+    with torch.no_grad():
+        raw = model(torch.randn(1, 3, size, size))
+    assert raw.shape == (1, anchors, 8)
+
+
+def test_head_bias_prior_and_bn_settings():
+    model = build("yolox-s", num_classes=4)
+    assert torch.allclose(model.head.cls_preds[0].bias.sigmoid(), torch.full((4,), 0.01))
+    assert torch.allclose(model.head.obj_preds[2].bias.sigmoid(), torch.full((1,), 0.01))
+    bn = model.backbone.backbone.stem.conv.bn
+    assert bn.eps == 1e-3 and bn.momentum == 0.03
+
+
+def test_l1_loss_switch():
+    torch.manual_seed(0)
+    model = build("yolox-nano", num_classes=2).train()
+    imgs, labels = torch.randn(1, 3, 64, 64), _labels(1, 64, [2], num_classes=2)
+    assert model(imgs, labels)["l1_loss"] == 0
+    model.head.use_l1 = True
+    out = model(imgs, labels)
+    assert out["l1_loss"] > 0
+    assert torch.isclose(out["total_loss"], out["iou_loss"] + out["conf_loss"] + out["cls_loss"] + out["l1_loss"])
+
+
+def test_train_mode_without_targets_is_a_clear_error():
+    model = build("yolox-nano").train()
+    with pytest.raises(ValueError, match="needs targets"):
+        model(torch.randn(1, 3, 64, 64))

@@ -1,0 +1,483 @@
+"""SimOTA label assignment: one cost/matching core driven three ways ("loop", "packed", "batched").
+
+Every mode returns the same dense, per-anchor `Assignment` (B, A), so the loss does not care which one ran.
+Shapes: B images, A anchors, M label rows per image (padded), G gts, C candidate anchors, K classes.
+"""
+import math
+from typing import List, NamedTuple, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from loguru import logger
+
+__all__ = [
+    "SIMOTA_MODES", "AnchorGrid", "Assignment", "assign", "assign_loop", "assign_packed", "assign_batched",
+    "in_centre_prior", "pairwise_iou_cxcywh", "class_cost_reference", "class_cost_decomposed", "cost_key",
+    "dynamic_k", "simota_match", "pack_sub_batches", "plan_buckets",
+]
+
+SIMOTA_MODES = ("loop", "packed", "batched")
+CENTRE_RADIUS = 1.5
+TOPK_IOU = 10  # dynamic k is estimated from the 10 largest IoUs of a gt
+IOU_COST_WEIGHT = 3.0
+BCE_LOG_CLAMP = -100.0  # torch.nn.functional.binary_cross_entropy clamps each log at -100
+
+
+class AnchorGrid(NamedTuple):
+    """The anchor points of all levels, flattened level by level (stride 8 first), row-major within a level."""
+
+    x_shifts: torch.Tensor  # (A,) grid x of each anchor, float32
+    y_shifts: torch.Tensor  # (A,) grid y, float32
+    strides: torch.Tensor  # (A,) stride of each anchor's level, float32
+    level_shapes: Tuple[Tuple[int, int, int], ...]  # per level (h, w, stride)
+
+    @classmethod
+    def from_shapes(cls, level_shapes: Sequence[Tuple[int, int, int]], device=None):
+        xs, ys, ss = [], [], []
+        for h, w, stride in level_shapes:
+            yv, xv = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+            xs.append(xv.reshape(-1))
+            ys.append(yv.reshape(-1))
+            ss.append(torch.full((h * w,), float(stride), device=device))
+        return cls(torch.cat(xs).float(), torch.cat(ys).float(), torch.cat(ss),
+                   tuple((int(h), int(w), int(s)) for h, w, s in level_shapes))
+
+    @property
+    def num_anchors(self):
+        return self.x_shifts.numel()
+
+    def centres(self):
+        """Anchor centres used by the centre prior: ((x + 0.5) * stride, (y + 0.5) * stride), each (A,)."""
+        return (self.x_shifts + 0.5) * self.strides, (self.y_shifts + 0.5) * self.strides
+
+
+class Assignment(NamedTuple):
+    """Per-anchor result of the assignment; entries where `fg_mask` is False are 0."""
+
+    fg_mask: torch.Tensor  # (B, A) bool, anchor is a positive
+    matched_gt: torch.Tensor  # (B, A) int64, row of the label tensor (0..M-1) the positive is matched to
+    matched_cls: torch.Tensor  # (B, A) int64, class of that gt
+    matched_iou: torch.Tensor  # (B, A) float32, IoU of the anchor's predicted box with that gt
+    num_gts: int  # real gts in the batch (known on the host)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared elementwise pieces. Every mode calls these same functions, so equal inputs give bit-equal values.
+# ----------------------------------------------------------------------------------------------------------
+def in_centre_prior(gt_cx, gt_cy, anchor_cx, anchor_cy, anchor_stride, radius=CENTRE_RADIUS):
+    """True where the anchor centre lies strictly inside the square of half-side radius*stride around the gt centre.
+
+    Arguments broadcast against each other (e.g. gt (..., G, 1) with anchors (..., 1, C)); the arithmetic order is the
+    official one, so every mode decides boundary cases identically.
+    """
+    dist = anchor_stride * radius
+    c_l = anchor_cx - (gt_cx - dist)
+    c_r = (gt_cx + dist) - anchor_cx
+    c_t = anchor_cy - (gt_cy - dist)
+    c_b = (gt_cy + dist) - anchor_cy
+    return (c_l > 0) & (c_r > 0) & (c_t > 0) & (c_b > 0)
+
+
+def pairwise_iou_cxcywh(a, b):
+    """IoU of (cx, cy, w, h) boxes `a` (..., 4) and `b` (..., 4), broadcast; zero where the boxes do not overlap."""
+    a_x1, a_x2 = a[..., 0] - a[..., 2] / 2, a[..., 0] + a[..., 2] / 2
+    a_y1, a_y2 = a[..., 1] - a[..., 3] / 2, a[..., 1] + a[..., 3] / 2
+    b_x1, b_x2 = b[..., 0] - b[..., 2] / 2, b[..., 0] + b[..., 2] / 2
+    b_y1, b_y2 = b[..., 1] - b[..., 3] / 2, b[..., 1] + b[..., 3] / 2
+    tl_x, tl_y = torch.maximum(a_x1, b_x1), torch.maximum(a_y1, b_y1)
+    br_x, br_y = torch.minimum(a_x2, b_x2), torch.minimum(a_y2, b_y2)
+    overlap = ((tl_x < br_x) & (tl_y < br_y)).to(a.dtype)
+    inter = (br_x - tl_x) * (br_y - tl_y) * overlap
+    area_a = a[..., 2] * a[..., 3]
+    area_b = b[..., 2] * b[..., 3]
+    return inter / (area_a + area_b - inter)
+
+
+def candidate_scores(cls_logits, obj_logits):
+    """p = sqrt(sigmoid(cls) * sigmoid(obj)) in float32 with autocast off: (..., C, K) and (..., C) -> (..., C, K)."""
+    return (cls_logits.float().sigmoid() * obj_logits.float().sigmoid().unsqueeze(-1)).sqrt()
+
+
+def class_cost_reference(p, gt_classes, num_classes):
+    """Official class cost: sum over classes of BCE(p, one_hot), built as a (G, C, K) tensor.
+
+    p: (C, K) float32 scores of the candidates, gt_classes: (G,) int64. Returns (G, C).
+    """
+    num_gt, num_cand = gt_classes.numel(), p.shape[0]
+    one_hot = F.one_hot(gt_classes.long(), num_classes).float()  # (G, K)
+    return F.binary_cross_entropy(
+        p.unsqueeze(0).expand(num_gt, num_cand, num_classes),
+        one_hot.unsqueeze(1).expand(num_gt, num_cand, num_classes),
+        reduction="none",
+    ).sum(-1)
+
+
+def class_cost_decomposed(p, gt_classes):
+    """The same class cost without the (G, C, K) tensor.
+
+    sum_k BCE(p_k, onehot_k) = sum_k -log(1 - p_k) + [-log(p_c) + log(1 - p_c)] for the gt class c, with each log
+    clamped at -100 as binary_cross_entropy does. p: (..., C, K), gt_classes: (..., G) int64. Returns (..., G, C).
+    """
+    neg_log_1mp = -torch.log1p(-p).clamp(min=BCE_LOG_CLAMP)  # (..., C, K)
+    base = neg_log_1mp.sum(-1)  # (..., C)
+    p_t = p.transpose(-1, -2)  # (..., K, C)
+    idx = gt_classes.long().unsqueeze(-1).expand(*gt_classes.shape, p.shape[-2])  # (..., G, C)
+    p_gt = torch.gather(p_t, -2, idx)  # (..., G, C) score of each candidate for the gt's class
+    neg_log_1mp_gt = torch.gather(neg_log_1mp.transpose(-1, -2), -2, idx)  # (..., G, C)
+    neg_log_p_gt = -torch.log(p_gt).clamp(min=BCE_LOG_CLAMP)
+    return base.unsqueeze(-2) - neg_log_1mp_gt + neg_log_p_gt
+
+
+COST_RESOLUTION = 1024  # costs are compared on a 1/1024 grid (see cost_key)
+
+
+def cost_key(cls_cost, ious, geometry):
+    """Integer sort key of cost = class cost + 3 * (-log(IoU + 1e-8)) + 1e6 * (outside the centre prior).
+
+    The key orders pairs as that cost does (outside-prior pairs after all inside ones, as long as the inside part
+    stays below 1e6), on a grid of 1/1024. The modes compute the class cost in different ways, so costs that are
+    mathematically equal can differ in the last bit; on the grid they tie, and ties go to the lower index in every
+    mode, so all modes pick the same anchors. cls_cost, ious: (..., G, C) float32; geometry (..., G, C) bool.
+    """
+    inner = cls_cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8)
+    key = torch.round(inner.double() * COST_RESOLUTION).long()
+    return key + (~geometry).long() * (1 << 42)
+
+
+def dynamic_k(ious):
+    """max(1, int(sum of the 10 largest IoUs)) per gt. ious: (..., G, C) with invalid pairs set to 0 -> (..., G)."""
+    n = min(TOPK_IOU, ious.shape[-1])
+    top = torch.topk(ious, n, dim=-1).values if n > 0 else ious.new_zeros(*ious.shape[:-1], 0)
+    # Sequential sum over a fixed length of 10 (zeros padded): the same additions in the same order in every mode.
+    total = torch.zeros_like(ious[..., 0])
+    for j in range(TOPK_IOU):
+        if j < n:
+            total = total + top[..., j]
+    return total.int().clamp(min=1)
+
+
+def simota_match(cost, ious, pair_valid):
+    """Dynamic-k matching of gts to candidates, for a whole padded batch at once.
+
+    cost: (B, G, C) int64 keys from cost_key; ious: (B, G, C) float32; pair_valid: (B, G, C) bool (real gt, real
+    candidate, same image).
+    Each gt takes its k lowest-cost candidates (ties: lower candidate index first); a candidate taken by several gts
+    goes to the gt with the lowest cost in its column. Returns fg (B, C) bool and matched (B, C) int64 gt index.
+    """
+    B, G, C = cost.shape
+    if G == 0 or C == 0:
+        return cost.new_zeros(B, C, dtype=torch.bool), cost.new_zeros(B, C, dtype=torch.long)
+    inf = torch.tensor(torch.iinfo(torch.int64).max, dtype=cost.dtype, device=cost.device)
+    ks = dynamic_k(torch.where(pair_valid, ious, torch.zeros_like(ious)))  # (B, G)
+    cost_v = torch.where(pair_valid, cost, inf)  # (B, G, C)
+    n = min(TOPK_IOU, C)  # k <= 10
+    order = torch.sort(cost_v, dim=-1, stable=True).indices[..., :n]  # (B, G, n) cheapest candidates per gt
+    rank = torch.arange(n, device=cost.device)
+    picked = (rank < ks.unsqueeze(-1)) & torch.gather(pair_valid, -1, order)  # (B, G, n)
+    matching = torch.zeros(B, G, C, dtype=torch.uint8, device=cost.device)
+    matching.scatter_(-1, order, picked.to(torch.uint8))  # (B, G, C) one per (gt, taken candidate)
+    claims = matching.sum(1)  # (B, C) how many gts took each candidate
+    fg = claims > 0
+    owner = matching.argmax(1)  # (B, C) the single claimant (first max)
+    cheapest = cost_v.argmin(1)  # (B, C) lowest-cost gt of the column (first min)
+    matched = torch.where(claims > 1, cheapest, owner)
+    return fg, matched
+
+
+def matched_targets(gt_boxes, gt_classes, pred_boxes, fg, matched_gt):
+    """Class and IoU target of each anchor from its matched gt row: (B, M, 4), (B, M), (B, A, 4), (B, A) x2."""
+    idx = matched_gt.clamp(min=0)
+    boxes = torch.gather(gt_boxes.float(), 1, idx.unsqueeze(-1).expand(-1, -1, 4))  # (B, A, 4)
+    cls = torch.gather(gt_classes.long(), 1, idx)  # (B, A)
+    iou = pairwise_iou_cxcywh(boxes, pred_boxes.float())  # (B, A) elementwise
+    zero = torch.zeros((), dtype=iou.dtype, device=iou.device)
+    return torch.where(fg, cls, torch.zeros_like(cls)), torch.where(fg, iou, zero)
+
+
+def _empty_assignment(B, A, device, num_gts=0):
+    return Assignment(
+        torch.zeros(B, A, dtype=torch.bool, device=device), torch.zeros(B, A, dtype=torch.long, device=device),
+        torch.zeros(B, A, dtype=torch.long, device=device), torch.zeros(B, A, dtype=torch.float32, device=device),
+        num_gts,
+    )
+
+
+def _finish(fg, matched_gt, gt_boxes, gt_classes, pred_boxes, num_gts):
+    matched_gt = torch.where(fg, matched_gt, torch.zeros_like(matched_gt))
+    cls, iou = matched_targets(gt_boxes, gt_classes, pred_boxes, fg, matched_gt)
+    return Assignment(fg, matched_gt, cls, iou, num_gts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# "loop": the reference, image by image (host synchronisation per image, as the official release).
+# ----------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def assign_loop(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_valid, grid: AnchorGrid):
+    """Per-image SimOTA with the official class cost over a (G, C, K) tensor.
+
+    pred_boxes (B, A, 4) decoded cx, cy, w, h; cls_logits (B, A, K); obj_logits (B, A); gt_boxes (B, M, 4) cx, cy, w, h;
+    gt_classes (B, M); gt_valid (B, M) bool.
+    """
+    B, A, K = cls_logits.shape
+    device = pred_boxes.device
+    fg = torch.zeros(B, A, dtype=torch.bool, device=device)
+    matched_gt = torch.zeros(B, A, dtype=torch.long, device=device)
+    anchor_cx, anchor_cy = grid.centres()  # (A,)
+    num_gts = int(gt_valid.sum().item())
+    for b in range(B):
+        rows = torch.nonzero(gt_valid[b]).squeeze(1)  # (G,) label rows of the real gts
+        if rows.numel() == 0:
+            continue
+        gts = gt_boxes[b, rows].float()  # (G, 4)
+        geometry_all = in_centre_prior(gts[:, 0:1], gts[:, 1:2], anchor_cx, anchor_cy, grid.strides)  # (G, A)
+        cand = torch.nonzero(geometry_all.any(0)).squeeze(1)  # (C,) anchors inside some gt's centre prior
+        if cand.numel() == 0:
+            continue
+        geometry = geometry_all[:, cand]  # (G, C)
+        ious = pairwise_iou_cxcywh(gts.unsqueeze(1), pred_boxes[b, cand].float().unsqueeze(0))  # (G, C)
+        with torch.autocast(device_type=device.type, enabled=False):
+            p = candidate_scores(cls_logits[b, cand], obj_logits[b, cand])  # (C, K)
+            cls_cost = class_cost_reference(p, gt_classes[b, rows], K)  # (G, C)
+        cost = cost_key(cls_cost, ious, geometry)  # (G, C)
+        valid = torch.ones_like(geometry)
+        fg_c, match_c = simota_match(cost[None], ious[None], valid[None])  # (1, C)
+        fg[b, cand] = fg_c[0]
+        matched_gt[b, cand] = rows[match_c[0]]
+    return _finish(fg, matched_gt, gt_boxes, gt_classes, pred_boxes, num_gts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# "packed": the training-acceleration study's batch -- images side by side along x, width-capped sub-batches.
+# ----------------------------------------------------------------------------------------------------------
+def pack_sub_batches(widths: Sequence[int], pack_width: int) -> List[List[int]]:
+    """Greedy sub-batches of consecutive images whose total width stays <= pack_width (at least one image each)."""
+    groups, current, total = [], [], 0
+    for i, w in enumerate(widths):
+        if current and total + w > pack_width:
+            groups.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += w
+    if current:
+        groups.append(current)
+    return groups
+
+
+@torch.no_grad()
+def assign_packed(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_valid, grid: AnchorGrid,
+                  pack_width=10000, image_width=None):
+    """SimOTA on images laid side by side with an x offset S (the widest image), in sub-batches of total width
+    <= pack_width. The packed cost matrix is (sum G) x (sum C) x K, as in the study; pairs from different images are
+    masked so the result equals the per-image assignment. Packed coordinates are float64 so offsets stay exact.
+    """
+    B, A, K = cls_logits.shape
+    device = pred_boxes.device
+    if image_width is None:
+        h, w, s = grid.level_shapes[0]
+        image_width = w * s
+    offset = float(image_width)  # S >= widest image
+    fg = torch.zeros(B, A, dtype=torch.bool, device=device)
+    matched_gt = torch.zeros(B, A, dtype=torch.long, device=device)
+    num_gts = int(gt_valid.sum().item())
+    anchor_cx, anchor_cy = grid.centres()
+    for group in pack_sub_batches([int(image_width)] * B, pack_width):
+        n = len(group)
+        imgs = torch.tensor(group, device=device)
+        shift = torch.arange(n, device=device, dtype=torch.float64) * offset  # (n,)
+        valid = gt_valid[imgs]  # (n, M)
+        gt_img, gt_row = torch.nonzero(valid, as_tuple=True)  # (Gp,) image slot and label row of each packed gt
+        if gt_img.numel() == 0:
+            continue
+        gts = gt_boxes[imgs[gt_img], gt_row].double()  # (Gp, 4)
+        gts[:, 0] += shift[gt_img]
+        # packed anchors: every image's anchors, shifted by its offset -> (n * A,)
+        p_cx = (anchor_cx.double().unsqueeze(0) + shift.unsqueeze(1)).reshape(-1)
+        p_cy = anchor_cy.double().repeat(n)
+        p_stride = grid.strides.double().repeat(n)
+        geometry_all = in_centre_prior(gts[:, 0:1], gts[:, 1:2], p_cx, p_cy, p_stride)  # (Gp, n*A)
+        # A gt square near an image's right edge reaches past the offset into the next image: mask those pairs
+        anchor_img = torch.arange(n, device=device).repeat_interleave(A)  # (n*A,)
+        geometry_all &= gt_img.unsqueeze(1) == anchor_img.unsqueeze(0)
+        cand = torch.nonzero(geometry_all.any(0)).squeeze(1)  # (Cp,) packed candidate indices
+        if cand.numel() == 0:
+            continue
+        cand_img, cand_anchor = cand // A, cand % A
+        geometry = geometry_all[:, cand]  # (Gp, Cp)
+        # IoU is translation invariant: computed on each image's own fp32 coordinates it rounds exactly as the loop
+        preds = pred_boxes[imgs[cand_img], cand_anchor].float()  # (Cp, 4)
+        gts32 = gt_boxes[imgs[gt_img], gt_row].float()  # (Gp, 4)
+        ious = pairwise_iou_cxcywh(gts32.unsqueeze(1), preds.unsqueeze(0))  # (Gp, Cp)
+        same_image = gt_img.unsqueeze(1) == cand_img.unsqueeze(0)  # (Gp, Cp) cross-image pairs never match
+        with torch.autocast(device_type=device.type, enabled=False):
+            p = candidate_scores(cls_logits[imgs[cand_img], cand_anchor], obj_logits[imgs[cand_img], cand_anchor])
+            cls_cost = class_cost_reference(p, gt_classes[imgs[gt_img], gt_row], K)  # (Gp, Cp)
+        cost = cost_key(cls_cost, ious, geometry & same_image)  # (Gp, Cp)
+        fg_c, match_c = simota_match(cost[None], ious[None], same_image[None])
+        fg[imgs[cand_img], cand_anchor] = fg_c[0]
+        matched_gt[imgs[cand_img], cand_anchor] = gt_row[match_c[0]]
+    return _finish(fg, matched_gt, gt_boxes, gt_classes, pred_boxes, num_gts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# "batched": gts padded to (B, G_max), candidates to (B, C_max); no loop over images or gts, one host sync.
+# ----------------------------------------------------------------------------------------------------------
+SLOT_OFFSETS = (-2, -1, 0, 1, 2)
+# The batched path keeps about ten (G, C) float tensors alive at its peak; the loop keeps (G, C, K) ones.
+BATCHED_BYTES_PER_CELL_OVER_LOOP = 10  # grid cells around floor(centre / stride) that may hold a centre-prior anchor
+
+
+def centre_prior_candidates(gt_boxes, gt_valid, grid: AnchorGrid):
+    """Anchors inside some gt's centre prior, found without comparing every gt with every anchor.
+
+    A square of half-side 1.5 strides holds at most 3 anchor centres per axis and level, all within 2 cells of
+    floor(centre / stride); each of those slots is tested with the exact centre-prior predicate.
+    gt_boxes (B, M, 4), gt_valid (B, M) -> candidate mask (B, A) bool.
+    """
+    B, M, _ = gt_boxes.shape
+    A = grid.num_anchors
+    device = gt_boxes.device
+    cx, cy = gt_boxes[..., 0].float(), gt_boxes[..., 1].float()  # (B, M)
+    offs = torch.tensor(SLOT_OFFSETS, device=device)
+    slot_idx, slot_ok = [], []
+    level_start = 0
+    for h, w, stride in grid.level_shapes:
+        limit = float(max(h, w) + 4)
+        fx = torch.floor(cx / stride).clamp(-limit, limit).long()  # (B, M)
+        fy = torch.floor(cy / stride).clamp(-limit, limit).long()
+        gx = fx.unsqueeze(-1) + offs  # (B, M, 5)
+        gy = fy.unsqueeze(-1) + offs
+        gx2 = gx.unsqueeze(-2).expand(B, M, len(offs), len(offs))  # (B, M, 5y, 5x)
+        gy2 = gy.unsqueeze(-1).expand(B, M, len(offs), len(offs))
+        inside = (gx2 >= 0) & (gx2 < w) & (gy2 >= 0) & (gy2 < h)
+        idx = level_start + gy2.clamp(0, h - 1) * w + gx2.clamp(0, w - 1)  # (B, M, 5, 5) anchor index
+        slot_idx.append(idx.reshape(B, M, -1))
+        slot_ok.append(inside.reshape(B, M, -1))
+        level_start += h * w
+    idx = torch.cat(slot_idx, -1)  # (B, M, S) S = 25 * levels
+    ok = torch.cat(slot_ok, -1)
+    anchor_cx, anchor_cy = grid.centres()
+    prior = in_centre_prior(cx.unsqueeze(-1), cy.unsqueeze(-1), anchor_cx[idx], anchor_cy[idx], grid.strides[idx])
+    hit = ok & prior & gt_valid.unsqueeze(-1)  # (B, M, S)
+    cand = torch.zeros(B, A + 1, dtype=torch.uint8, device=device)  # last column collects the misses
+    cand.scatter_(1, torch.where(hit, idx, torch.full_like(idx, A)).reshape(B, -1), 1)
+    return cand[:, :A].bool()
+
+
+def plan_buckets(gt_counts: Sequence[int], cand_counts: Sequence[int], max_waste=2.0, min_cells=1 << 14,
+                 max_cells=1 << 24) -> List[List[int]]:
+    """Group images so that padding a group to its largest G and C wastes little and stays under max_cells.
+
+    Images are taken from the most to the least crowded (G x C); an image joins the current group when the growth of
+    the padded size n * G_max * C_max stays within max_waste x its own G x C (or the group stays under min_cells,
+    where padding is cheap), and the group stays under max_cells. Images without gts or candidates are left out.
+    """
+    order = sorted(range(len(gt_counts)), key=lambda i: (-gt_counts[i] * cand_counts[i], i))
+    order = [i for i in order if gt_counts[i] > 0 and cand_counts[i] > 0]
+    groups, current, g_max, c_max = [], [], 0, 0
+    for i in order:
+        g, c = gt_counts[i], cand_counts[i]
+        if current:
+            before = len(current) * g_max * c_max
+            after = (len(current) + 1) * max(g_max, g) * max(c_max, c)
+            fits = after <= max_cells and (after <= min_cells or after - before <= max_waste * g * c)
+            if not fits:
+                groups.append(current)
+                current, g_max, c_max = [], 0, 0
+        current.append(i)
+        g_max, c_max = max(g_max, g), max(c_max, c)
+    if current:
+        groups.append(current)
+    return groups
+
+
+@torch.no_grad()
+def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_valid, grid: AnchorGrid,
+                   max_waste=2.0):
+    """SimOTA for the whole batch with padded (B, G_max, C_max) tensors and the decomposed class cost.
+
+    One host synchronisation (the gt and candidate counts) plans buckets of similar images, so one crowded image
+    does not pad the others; inside a bucket nothing loops over images or gts.
+    """
+    B, A, K = cls_logits.shape
+    device = pred_boxes.device
+    cand = centre_prior_candidates(gt_boxes, gt_valid, grid)  # (B, A)
+    counts = torch.stack([gt_valid.sum(1), cand.sum(1)]).tolist()  # the one host synchronisation
+    gt_counts, cand_counts = counts
+    num_gts = int(sum(gt_counts))
+    fg = torch.zeros(B, A + 1, dtype=torch.bool, device=device)  # last column collects padding
+    matched_gt = torch.zeros(B, A + 1, dtype=torch.long, device=device)
+    anchor_cx, anchor_cy = grid.centres()
+    # A bucket may hold several images' (G, C) cost tensors as long as it stays below what the per-image loop needs
+    # for its largest image, whose class cost alone is G x C x K.
+    largest = max(g * c for g, c in zip(gt_counts, cand_counts)) if B else 0
+    max_cells = max(1 << 14, largest * max(1, K // BATCHED_BYTES_PER_CELL_OVER_LOOP))
+    for group in plan_buckets(gt_counts, cand_counts, max_waste=max_waste, max_cells=max_cells):
+        imgs = torch.tensor(group, device=device)  # (n,)
+        G = max(gt_counts[i] for i in group)
+        C = max(cand_counts[i] for i in group)
+        valid = gt_valid[imgs]  # (n, M)
+        rows = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :G]  # (n, G) real rows first
+        g_ok = torch.gather(valid, 1, rows)  # (n, G)
+        gts = torch.gather(gt_boxes[imgs].float(), 1, rows.unsqueeze(-1).expand(-1, -1, 4))  # (n, G, 4)
+        g_cls = torch.gather(gt_classes[imgs].long(), 1, rows)  # (n, G)
+        c_mask = cand[imgs]  # (n, A)
+        anchors = torch.sort((~c_mask).to(torch.uint8), dim=1, stable=True).indices[:, :C]  # (n, C) ascending
+        c_ok = torch.gather(c_mask, 1, anchors)  # (n, C)
+        img_col = imgs.unsqueeze(1)
+        preds = pred_boxes[img_col, anchors].float()  # (n, C, 4)
+        geometry = in_centre_prior(gts[..., 0:1], gts[..., 1:2], anchor_cx[anchors].unsqueeze(1),
+                                   anchor_cy[anchors].unsqueeze(1), grid.strides[anchors].unsqueeze(1))  # (n, G, C)
+        ious = pairwise_iou_cxcywh(gts.unsqueeze(2), preds.unsqueeze(1))  # (n, G, C)
+        with torch.autocast(device_type=device.type, enabled=False):
+            p = candidate_scores(cls_logits[img_col, anchors], obj_logits[img_col, anchors])  # (n, C, K)
+            cls_cost = class_cost_decomposed(p, g_cls)  # (n, G, C)
+        cost = cost_key(cls_cost, ious, geometry)  # (n, G, C)
+        pair_ok = g_ok.unsqueeze(2) & c_ok.unsqueeze(1)  # (n, G, C)
+        fg_c, match_c = simota_match(cost, ious, pair_ok)  # (n, C)
+        target = torch.where(c_ok, anchors, torch.full_like(anchors, A))  # padding -> spare column
+        fg[img_col, target] = fg_c & c_ok
+        matched_gt[img_col, target] = torch.gather(rows, 1, match_c)
+    return _finish(fg[:, :A], matched_gt[:, :A], gt_boxes, gt_classes, pred_boxes, num_gts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dispatch
+# ----------------------------------------------------------------------------------------------------------
+_warned_oom = False
+
+
+def assign(mode, pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_valid, grid: AnchorGrid,
+           pack_width=10000):
+    """Run SimOTA in `mode` ("loop", "packed" or "batched"); all give the same Assignment.
+
+    On a CUDA out-of-memory error in "packed" or "batched" the batch is assigned image by image on the same GPU
+    (one warning per process), instead of moving to the CPU as the official release does.
+    """
+    if mode not in SIMOTA_MODES:
+        raise ValueError(f"simota_mode={mode!r} is not one of {SIMOTA_MODES}; set it in your Exp file")
+    args = (pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_valid, grid)
+    if mode == "loop":
+        return assign_loop(*args)
+    try:
+        if mode == "packed":
+            return assign_packed(*args, pack_width=pack_width)
+        return assign_batched(*args)
+    except torch.OutOfMemoryError:
+        global _warned_oom
+        if not pred_boxes.is_cuda:
+            raise
+        if not _warned_oom:
+            logger.warning(f"SimOTA '{mode}' ran out of GPU memory; assigning this batch image by image on the GPU "
+                           "(further occurrences are not reported). A smaller batch avoids it.")
+            _warned_oom = True
+        torch.cuda.empty_cache()
+        return assign_loop(*args)
+
+
+def anchor_count(level_shapes):
+    return int(sum(h * w for h, w, _ in level_shapes))
+
+
+def levels_for_input(height, width, strides=(8, 16, 32)):
+    """(h, w, stride) per level for an input of height x width pixels."""
+    return tuple((math.ceil(height / s), math.ceil(width / s), s) for s in strides)

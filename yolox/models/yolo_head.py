@@ -1,0 +1,163 @@
+"""YOLOXHead: the decoupled head (stem, cls and reg branches), box decoding, SimOTA assignment and the losses."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import IOUloss
+from .network_blocks import BaseConv, DWConv
+from .simota import SIMOTA_MODES, TOPK_IOU, AnchorGrid, assign
+
+__all__ = ["YOLOXHead"]
+
+
+class YOLOXHead(nn.Module):
+    def __init__(self, num_classes, width=1.0, strides=(8, 16, 32), in_channels=(256, 512, 1024), act="silu",
+                 depthwise=False, simota_mode="batched", simota_pack_width=10000):
+        super().__init__()
+        if simota_mode not in SIMOTA_MODES:
+            raise ValueError(f"simota_mode={simota_mode!r} is not one of {SIMOTA_MODES}")
+        self.num_classes = num_classes
+        self.decode_in_inference = True  # False returns the raw concatenated outputs (export)
+        self.strides = list(strides)
+        self.simota_mode = simota_mode
+        self.simota_pack_width = simota_pack_width
+        Conv = DWConv if depthwise else BaseConv
+        hidden = int(256 * width)
+
+        self.cls_convs = nn.ModuleList()
+        self.reg_convs = nn.ModuleList()
+        self.cls_preds = nn.ModuleList()
+        self.reg_preds = nn.ModuleList()
+        self.obj_preds = nn.ModuleList()
+        self.stems = nn.ModuleList()
+        for c in in_channels:
+            self.stems.append(BaseConv(int(c * width), hidden, ksize=1, stride=1, act=act))
+            self.cls_convs.append(nn.Sequential(Conv(hidden, hidden, 3, 1, act=act), Conv(hidden, hidden, 3, 1, act=act)))
+            self.reg_convs.append(nn.Sequential(Conv(hidden, hidden, 3, 1, act=act), Conv(hidden, hidden, 3, 1, act=act)))
+            self.cls_preds.append(nn.Conv2d(hidden, num_classes, 1, 1, 0))
+            self.reg_preds.append(nn.Conv2d(hidden, 4, 1, 1, 0))
+            self.obj_preds.append(nn.Conv2d(hidden, 1, 1, 1, 0))
+
+        self.use_l1 = False  # switched on for the last no-augmentation epochs
+        self.l1_loss = nn.L1Loss(reduction="none")
+        self.bcewithlog_loss = nn.BCEWithLogitsLoss(reduction="none")
+        self.iou_loss = IOUloss(reduction="none")
+        self.hw = []
+        self._grid_cache = {}
+
+    def initialize_biases(self, prior_prob):
+        """Set cls and obj biases to -log((1 - p) / p) so that initial scores are `prior_prob`."""
+        value = -math.log((1 - prior_prob) / prior_prob)
+        for conv in list(self.cls_preds) + list(self.obj_preds):
+            nn.init.constant_(conv.bias, value)
+
+    # ------------------------------------------------------------------------------------------------------
+    def forward(self, xin, labels=None, imgs=None):
+        raw_levels, level_shapes = [], []
+        for k, (x, stride) in enumerate(zip(xin, self.strides)):
+            x = self.stems[k](x)
+            cls_feat = self.cls_convs[k](x)
+            reg_feat = self.reg_convs[k](x)
+            cls_out = self.cls_preds[k](cls_feat)  # (B, K, h, w)
+            reg_out = self.reg_preds[k](reg_feat)  # (B, 4, h, w)
+            obj_out = self.obj_preds[k](reg_feat)  # (B, 1, h, w)
+            if self.training:
+                raw_levels.append(torch.cat([reg_out, obj_out, cls_out], 1))
+            else:
+                raw_levels.append(torch.cat([reg_out, obj_out.sigmoid(), cls_out.sigmoid()], 1))
+            level_shapes.append((x.shape[-2], x.shape[-1], stride))
+
+        self.hw = [x.shape[-2:] for x in raw_levels]
+        outputs = torch.cat([x.flatten(start_dim=2) for x in raw_levels], dim=2).permute(0, 2, 1)  # (B, A, 5+K)
+        if self.training:
+            if labels is None:
+                raise ValueError("YOLOXHead in train mode needs labels (B, max_labels, 5)")
+            image_width = imgs.shape[-1] if imgs is not None else None
+            return self.get_losses(outputs, labels, self.anchor_grid(level_shapes, outputs.device), image_width)
+        if self.decode_in_inference:
+            return self.decode_outputs(outputs, dtype=outputs.dtype)
+        return outputs
+
+    def anchor_grid(self, level_shapes, device):
+        key = (tuple(level_shapes), str(device))
+        if key not in self._grid_cache:
+            self._grid_cache = {key: AnchorGrid.from_shapes(level_shapes, device=device)}
+        return self._grid_cache[key]
+
+    @staticmethod
+    def decode_boxes(reg, grid: AnchorGrid):
+        """Raw (B, A, 4) regression -> (B, A, 4) cx, cy, w, h in input pixels: (raw + cell) * stride, exp(raw) * stride."""
+        xy = torch.stack([grid.x_shifts, grid.y_shifts], -1).to(reg.dtype)  # (A, 2)
+        s = grid.strides.to(reg.dtype).unsqueeze(-1)  # (A, 1)
+        return torch.cat([(reg[..., :2] + xy) * s, torch.exp(reg[..., 2:4]) * s], dim=-1)
+
+    def decode_outputs(self, outputs, dtype=None):
+        """Eval-mode decoding of the concatenated (B, A, 5+K) outputs, using the level sizes of the last forward."""
+        grid = self.anchor_grid([(int(h), int(w), s) for (h, w), s in zip(self.hw, self.strides)], outputs.device)
+        boxes = self.decode_boxes(outputs[..., :4], grid)
+        return torch.cat([boxes, outputs[..., 4:]], dim=-1)
+
+    # ------------------------------------------------------------------------------------------------------
+    def get_assignments(self, bbox_preds, cls_logits, obj_logits, labels, grid: AnchorGrid, image_width=None):
+        """SimOTA for the whole batch in `self.simota_mode`. labels (B, M, 5); rows summing to zero are padding."""
+        labels = labels.float()
+        gt_valid = labels.sum(-1) > 0  # (B, M)
+        gt_classes = labels[..., 0].long()
+        gt_boxes = labels[..., 1:5]
+        return assign(self.simota_mode, bbox_preds.detach(), cls_logits.detach(), obj_logits.detach(),
+                      gt_boxes, gt_classes, gt_valid, grid, pack_width=self.simota_pack_width)
+
+    def get_losses(self, outputs, labels, grid: AnchorGrid, image_width=None):
+        """Loss terms as the official release: (total, 5 * iou, obj, cls, l1, num_fg / num_gts), each / num_fg."""
+        B, A, _ = outputs.shape
+        K = self.num_classes
+        reg_raw = outputs[..., :4]  # (B, A, 4) raw regression (the L1 loss reads these)
+        obj_logits = outputs[..., 4]  # (B, A)
+        cls_logits = outputs[..., 5:]  # (B, A, K)
+        bbox_preds = self.decode_boxes(reg_raw, grid)  # (B, A, 4)
+
+        asg = self.get_assignments(bbox_preds, cls_logits, obj_logits, labels, grid, image_width)
+        fg = asg.fg_mask  # (B, A)
+        num_fg = fg.sum().float().clamp(min=1.0)  # tensor: no host synchronisation
+
+        loss_obj = self.bcewithlog_loss(obj_logits, fg.to(obj_logits.dtype)).sum() / num_fg
+
+        # Positives, gathered with a bound known on the host (each gt takes at most 10 anchors).
+        bound = min(B * A, TOPK_IOU * asg.num_gts)
+        zero = outputs.sum() * 0.0
+        loss_iou, loss_cls, loss_l1 = zero, zero, zero
+        if bound > 0:
+            pos = torch.sort((~fg).reshape(-1).to(torch.uint8), stable=True).indices[:bound]  # (N,) positives first
+            is_pos = fg.reshape(-1)[pos]  # (N,)
+            img, anchor = pos // A, pos % A
+            gt_rows = asg.matched_gt.reshape(-1)[pos]
+            reg_targets = labels[img, gt_rows, 1:5].to(bbox_preds.dtype)  # (N, 4)
+            iou_l = self.iou_loss(bbox_preds.reshape(-1, 4)[pos], reg_targets)  # (N,)
+            loss_iou = torch.where(is_pos, iou_l, torch.zeros_like(iou_l)).sum() / num_fg
+
+            cls_targets = F.one_hot(asg.matched_cls.reshape(-1)[pos], K).to(cls_logits.dtype)
+            cls_targets = cls_targets * asg.matched_iou.reshape(-1)[pos].unsqueeze(-1).to(cls_logits.dtype)  # (N, K)
+            cls_l = self.bcewithlog_loss(cls_logits.reshape(-1, K)[pos], cls_targets)
+            loss_cls = torch.where(is_pos.unsqueeze(-1), cls_l, torch.zeros_like(cls_l)).sum() / num_fg
+
+            if self.use_l1:
+                l1_targets = self.get_l1_target(reg_targets, grid.strides[anchor], grid.x_shifts[anchor],
+                                                grid.y_shifts[anchor])
+                l1_l = self.l1_loss(reg_raw.reshape(-1, 4)[pos], l1_targets.to(reg_raw.dtype))
+                loss_l1 = torch.where(is_pos.unsqueeze(-1), l1_l, torch.zeros_like(l1_l)).sum() / num_fg
+
+        reg_weight = 5.0
+        loss = reg_weight * loss_iou + loss_obj + loss_cls + loss_l1
+        return loss, reg_weight * loss_iou, loss_obj, loss_cls, loss_l1, num_fg / max(asg.num_gts, 1)
+
+    @staticmethod
+    def get_l1_target(gt, stride, x_shifts, y_shifts, eps=1e-8):
+        """Targets of the raw regression outputs for the L1 loss: (N, 4) from gt (N, 4) cx, cy, w, h."""
+        return torch.stack([
+            gt[:, 0] / stride - x_shifts,
+            gt[:, 1] / stride - y_shifts,
+            torch.log(gt[:, 2] / stride + eps),
+            torch.log(gt[:, 3] / stride + eps),
+        ], dim=1)
