@@ -92,7 +92,7 @@ def test_class_cost_decomposition_matches_reference():
     p[0, 0], p[1, 1] = 0.0, 1.0  # saturated scores exercise the -100 log clamp
     classes = torch.tensor([0, 1, 4])
     ref = class_cost_reference(p, classes, 5)
-    assert torch.allclose(class_cost_decomposed(p, classes), ref, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(class_cost_decomposed(p[None], classes[None])[0], ref, rtol=1e-5, atol=1e-4)
 
 
 def test_pack_sub_batches_respects_width_cap():
@@ -102,8 +102,11 @@ def test_pack_sub_batches_respects_width_cap():
 
 def test_plan_buckets_separates_crowded_image():
     groups = plan_buckets([1000] + [2] * 15, [8000] + [50] * 15)
-    assert groups[0] == [0] and sorted(sum(groups[1:], [])) == list(range(1, 16))
+    assert groups == [[0], list(range(1, 16))]
     assert plan_buckets([0, 0], [0, 0]) == []
+    # similar images share one bucket; the memory cap splits them
+    assert plan_buckets([20] * 8, [500] * 8) == [list(range(8))]
+    assert plan_buckets([20] * 8, [500] * 8, max_cells=4 * 20 * 500) == [list(range(4)), list(range(4, 8))]
 
 
 # --------------------------------------------------------------------------------------------------------

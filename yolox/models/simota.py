@@ -9,6 +9,7 @@ from typing import List, NamedTuple, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from loguru import logger
+from torch.profiler import record_function
 
 __all__ = [
     "SIMOTA_MODES", "AnchorGrid", "Assignment", "assign", "assign_loop", "assign_packed", "assign_batched",
@@ -86,8 +87,7 @@ def pairwise_iou_cxcywh(a, b):
     b_y1, b_y2 = b[..., 1] - b[..., 3] / 2, b[..., 1] + b[..., 3] / 2
     tl_x, tl_y = torch.maximum(a_x1, b_x1), torch.maximum(a_y1, b_y1)
     br_x, br_y = torch.minimum(a_x2, b_x2), torch.minimum(a_y2, b_y2)
-    overlap = ((tl_x < br_x) & (tl_y < br_y)).to(a.dtype)
-    inter = (br_x - tl_x) * (br_y - tl_y) * overlap
+    inter = (br_x - tl_x).clamp(min=0) * (br_y - tl_y).clamp(min=0)
     area_a = a[..., 2] * a[..., 3]
     area_b = b[..., 2] * b[..., 3]
     return inter / (area_a + area_b - inter)
@@ -116,32 +116,47 @@ def class_cost_decomposed(p, gt_classes):
     """The same class cost without the (G, C, K) tensor.
 
     sum_k BCE(p_k, onehot_k) = sum_k -log(1 - p_k) + [-log(p_c) + log(1 - p_c)] for the gt class c, with each log
-    clamped at -100 as binary_cross_entropy does. p: (..., C, K), gt_classes: (..., G) int64. Returns (..., G, C).
+    clamped at -100 as binary_cross_entropy does. p: (n, C, K), gt_classes: (n, G) int64. Returns (n, G, C).
     """
-    neg_log_1mp = -torch.log1p(-p).clamp(min=BCE_LOG_CLAMP)  # (..., C, K)
-    base = neg_log_1mp.sum(-1)  # (..., C)
-    p_t = p.transpose(-1, -2)  # (..., K, C)
-    idx = gt_classes.long().unsqueeze(-1).expand(*gt_classes.shape, p.shape[-2])  # (..., G, C)
-    p_gt = torch.gather(p_t, -2, idx)  # (..., G, C) score of each candidate for the gt's class
-    neg_log_1mp_gt = torch.gather(neg_log_1mp.transpose(-1, -2), -2, idx)  # (..., G, C)
-    neg_log_p_gt = -torch.log(p_gt).clamp(min=BCE_LOG_CLAMP)
-    return base.unsqueeze(-2) - neg_log_1mp_gt + neg_log_p_gt
+    n, C, K = p.shape
+    G = gt_classes.shape[-1]
+    base = -torch.log1p(-p).clamp(min=BCE_LOG_CLAMP).sum(-1)  # (n, C) cost if every class were negative
+    idx = torch.arange(C, device=p.device) * K + gt_classes.long().unsqueeze(-1)  # (n, G, C) into p viewed (n, C*K)
+    p_gt = torch.gather(p.reshape(n, C * K), 1, idx.reshape(n, G * C)).view(n, G, C)  # score for the gt's class
+    return base.unsqueeze(1) + torch.log1p(-p_gt).clamp(min=BCE_LOG_CLAMP) - torch.log(p_gt).clamp(min=BCE_LOG_CLAMP)
 
 
 COST_RESOLUTION = 1024  # costs are compared on a 1/1024 grid (see cost_key)
 
 
-def cost_key(cls_cost, ious, geometry):
-    """Integer sort key of cost = class cost + 3 * (-log(IoU + 1e-8)) + 1e6 * (outside the centre prior).
+def outside_cost(num_classes):
+    """Stand-in for the official 1e6 outside-prior term: larger than any inside cost (class cost <= 100 K, IoU cost
+    <= 3 x 18.43), so it orders pairs exactly as 1e6 does while keeping float32 keys precise."""
+    return 100.0 * (num_classes + 1)
 
-    The key orders pairs as that cost does (outside-prior pairs after all inside ones, as long as the inside part
-    stays below 1e6), on a grid of 1/1024. The modes compute the class cost in different ways, so costs that are
+
+def prior_penalty(geometry, num_classes):
+    """0 for pairs inside the centre prior, outside_cost for the others: (..., G, C) bool -> float32."""
+    return (~geometry).float() * outside_cost(num_classes)
+
+
+def invalid_key_floor(num_classes, num_candidates):
+    """Keys at or above this belong to pairs that must never match (penalty >= 2 x outside_cost)."""
+    return round(2 * outside_cost(num_classes) * COST_RESOLUTION) * num_candidates
+
+
+def cost_key(cls_cost, ious, penalty):
+    """Unique integer sort key of cost = class cost + 3 * (-log(IoU + 1e-8)) + 1e6 * (outside the centre prior).
+
+    penalty (..., G, C) float32 is 0 inside the centre prior, outside_cost(K) outside it and >= 2 x outside_cost
+    for pairs that must never match (padding, other images). The key orders pairs as the official cost does, on a
+    grid of 1/1024, then by candidate index: the modes compute the class cost in different ways, so costs that are
     mathematically equal can differ in the last bit; on the grid they tie, and ties go to the lower index in every
-    mode, so all modes pick the same anchors. cls_cost, ious: (..., G, C) float32; geometry (..., G, C) bool.
+    mode, so all modes pick the same anchors. cls_cost, ious: (..., G, C) float32. Returns (..., G, C) int64.
     """
-    inner = cls_cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8)
-    key = torch.round(inner.double() * COST_RESOLUTION).long()
-    return key + (~geometry).long() * (1 << 42)
+    C = cls_cost.shape[-1]
+    inner = cls_cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8) + penalty
+    return torch.round(inner * COST_RESOLUTION).long() * C + torch.arange(C, device=inner.device)
 
 
 def dynamic_k(ious):
@@ -156,56 +171,42 @@ def dynamic_k(ious):
     return total.int().clamp(min=1)
 
 
-def simota_match(cost, ious, pair_valid):
+def simota_match(key, ious, invalid_from):
     """Dynamic-k matching of gts to candidates, for a whole padded batch at once.
 
-    cost: (B, G, C) int64 keys from cost_key; ious: (B, G, C) float32; pair_valid: (B, G, C) bool (real gt, real
-    candidate, same image).
-    Each gt takes its k lowest-cost candidates (ties: lower candidate index first); a candidate taken by several gts
-    goes to the gt with the lowest cost in its column. Returns fg (B, C) bool and matched (B, C) int64 gt index.
+    key: (B, G, C) int64 from cost_key; ious: (B, G, C) float32, 0 for pairs that must never match; keys at or above
+    `invalid_from` never match. Each gt takes its k lowest-cost candidates; a candidate taken by several gts goes to
+    the gt with the lowest cost in its column (first on ties). Returns fg (B, C) bool, matched (B, C) int64 gt index
+    and the IoU of each candidate with its matched gt (B, C).
     """
-    B, G, C = cost.shape
+    B, G, C = key.shape
+    device = key.device
     if G == 0 or C == 0:
-        return cost.new_zeros(B, C, dtype=torch.bool), cost.new_zeros(B, C, dtype=torch.long)
-    inf = torch.tensor(torch.iinfo(torch.int64).max, dtype=cost.dtype, device=cost.device)
-    ks = dynamic_k(torch.where(pair_valid, ious, torch.zeros_like(ious)))  # (B, G)
-    cost_v = torch.where(pair_valid, cost, inf)  # (B, G, C)
+        return (torch.zeros(B, C, dtype=torch.bool, device=device), torch.zeros(B, C, dtype=torch.long, device=device),
+                torch.zeros(B, C, dtype=ious.dtype, device=device))
+    ks = dynamic_k(ious)  # (B, G)
     n = min(TOPK_IOU, C)  # k <= 10
-    order = torch.sort(cost_v, dim=-1, stable=True).indices[..., :n]  # (B, G, n) cheapest candidates per gt
-    rank = torch.arange(n, device=cost.device)
-    picked = (rank < ks.unsqueeze(-1)) & torch.gather(pair_valid, -1, order)  # (B, G, n)
-    matching = torch.zeros(B, G, C, dtype=torch.uint8, device=cost.device)
-    matching.scatter_(-1, order, picked.to(torch.uint8))  # (B, G, C) one per (gt, taken candidate)
-    claims = matching.sum(1)  # (B, C) how many gts took each candidate
-    fg = claims > 0
-    owner = matching.argmax(1)  # (B, C) the single claimant (first max)
-    cheapest = cost_v.argmin(1)  # (B, C) lowest-cost gt of the column (first min)
-    matched = torch.where(claims > 1, cheapest, owner)
-    return fg, matched
+    top_key, top_idx = torch.topk(key, n, dim=-1, largest=False)  # (B, G, n) cheapest first (keys are unique)
+    picked = (torch.arange(n, device=device) < ks.unsqueeze(-1)) & (top_key < invalid_from)  # (B, G, n)
+    flat_idx = torch.where(picked, top_idx, torch.full_like(top_idx, C)).reshape(B, -1)  # misses -> spare column
+    claims = torch.zeros(B, C + 1, dtype=torch.long, device=device)
+    claims.scatter_add_(1, flat_idx, torch.ones_like(flat_idx))
+    gt_of_pick = torch.arange(G, device=device).view(1, G, 1).expand(B, G, n).reshape(B, -1)
+    owner = torch.zeros(B, C + 1, dtype=torch.long, device=device)
+    owner.scatter_(1, flat_idx, gt_of_pick)  # right wherever exactly one gt claims the candidate
+    claims, owner = claims[:, :C], owner[:, :C]
+    matched = torch.where(claims > 1, key.argmin(1), owner)  # (B, C) lowest-cost gt where several claim it
+    matched_iou = torch.gather(ious, 1, matched.unsqueeze(1)).squeeze(1)  # (B, C)
+    return claims > 0, matched, matched_iou
 
 
-def matched_targets(gt_boxes, gt_classes, pred_boxes, fg, matched_gt):
-    """Class and IoU target of each anchor from its matched gt row: (B, M, 4), (B, M), (B, A, 4), (B, A) x2."""
-    idx = matched_gt.clamp(min=0)
-    boxes = torch.gather(gt_boxes.float(), 1, idx.unsqueeze(-1).expand(-1, -1, 4))  # (B, A, 4)
-    cls = torch.gather(gt_classes.long(), 1, idx)  # (B, A)
-    iou = pairwise_iou_cxcywh(boxes, pred_boxes.float())  # (B, A) elementwise
-    zero = torch.zeros((), dtype=iou.dtype, device=iou.device)
-    return torch.where(fg, cls, torch.zeros_like(cls)), torch.where(fg, iou, zero)
-
-
-def _empty_assignment(B, A, device, num_gts=0):
-    return Assignment(
-        torch.zeros(B, A, dtype=torch.bool, device=device), torch.zeros(B, A, dtype=torch.long, device=device),
-        torch.zeros(B, A, dtype=torch.long, device=device), torch.zeros(B, A, dtype=torch.float32, device=device),
-        num_gts,
-    )
-
-
-def _finish(fg, matched_gt, gt_boxes, gt_classes, pred_boxes, num_gts):
+def _finish(fg, matched_gt, matched_iou, gt_classes, num_gts):
+    """Assignment from per-anchor (B, A) results; entries off the positives are zeroed."""
     matched_gt = torch.where(fg, matched_gt, torch.zeros_like(matched_gt))
-    cls, iou = matched_targets(gt_boxes, gt_classes, pred_boxes, fg, matched_gt)
-    return Assignment(fg, matched_gt, cls, iou, num_gts)
+    cls = torch.gather(gt_classes.long(), 1, matched_gt)  # (B, A)
+    zero = torch.zeros((), dtype=matched_iou.dtype, device=matched_iou.device)
+    return Assignment(fg, matched_gt, torch.where(fg, cls, torch.zeros_like(cls)), torch.where(fg, matched_iou, zero),
+                      num_gts)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -222,6 +223,7 @@ def assign_loop(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_val
     device = pred_boxes.device
     fg = torch.zeros(B, A, dtype=torch.bool, device=device)
     matched_gt = torch.zeros(B, A, dtype=torch.long, device=device)
+    matched_iou = torch.zeros(B, A, dtype=torch.float32, device=device)
     anchor_cx, anchor_cy = grid.centres()  # (A,)
     num_gts = int(gt_valid.sum().item())
     for b in range(B):
@@ -238,12 +240,12 @@ def assign_loop(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_val
         with torch.autocast(device_type=device.type, enabled=False):
             p = candidate_scores(cls_logits[b, cand], obj_logits[b, cand])  # (C, K)
             cls_cost = class_cost_reference(p, gt_classes[b, rows], K)  # (G, C)
-        cost = cost_key(cls_cost, ious, geometry)  # (G, C)
-        valid = torch.ones_like(geometry)
-        fg_c, match_c = simota_match(cost[None], ious[None], valid[None])  # (1, C)
+        key = cost_key(cls_cost, ious, prior_penalty(geometry, K))  # (G, C)
+        fg_c, match_c, iou_c = simota_match(key[None], ious[None], invalid_key_floor(K, cand.numel()))  # (1, C)
         fg[b, cand] = fg_c[0]
         matched_gt[b, cand] = rows[match_c[0]]
-    return _finish(fg, matched_gt, gt_boxes, gt_classes, pred_boxes, num_gts)
+        matched_iou[b, cand] = iou_c[0]
+    return _finish(fg, matched_gt, matched_iou, gt_classes, num_gts)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,6 +280,7 @@ def assign_packed(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_v
     offset = float(image_width)  # S >= widest image
     fg = torch.zeros(B, A, dtype=torch.bool, device=device)
     matched_gt = torch.zeros(B, A, dtype=torch.long, device=device)
+    matched_iou = torch.zeros(B, A, dtype=torch.float32, device=device)
     num_gts = int(gt_valid.sum().item())
     anchor_cx, anchor_cy = grid.centres()
     for group in pack_sub_batches([int(image_width)] * B, pack_width):
@@ -306,32 +309,42 @@ def assign_packed(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_v
         # IoU is translation invariant: computed on each image's own fp32 coordinates it rounds exactly as the loop
         preds = pred_boxes[imgs[cand_img], cand_anchor].float()  # (Cp, 4)
         gts32 = gt_boxes[imgs[gt_img], gt_row].float()  # (Gp, 4)
-        ious = pairwise_iou_cxcywh(gts32.unsqueeze(1), preds.unsqueeze(0))  # (Gp, Cp)
         same_image = gt_img.unsqueeze(1) == cand_img.unsqueeze(0)  # (Gp, Cp) cross-image pairs never match
+        ious = pairwise_iou_cxcywh(gts32.unsqueeze(1), preds.unsqueeze(0))  # (Gp, Cp)
+        ious = torch.where(same_image, ious, torch.zeros_like(ious))
         with torch.autocast(device_type=device.type, enabled=False):
             p = candidate_scores(cls_logits[imgs[cand_img], cand_anchor], obj_logits[imgs[cand_img], cand_anchor])
             cls_cost = class_cost_reference(p, gt_classes[imgs[gt_img], gt_row], K)  # (Gp, Cp)
-        cost = cost_key(cls_cost, ious, geometry & same_image)  # (Gp, Cp)
-        fg_c, match_c = simota_match(cost[None], ious[None], same_image[None])
+        penalty = prior_penalty(geometry, K) + (~same_image).float() * 2 * outside_cost(K)
+        key = cost_key(cls_cost, ious, penalty)  # (Gp, Cp)
+        fg_c, match_c, iou_c = simota_match(key[None], ious[None], invalid_key_floor(K, cand.numel()))
         fg[imgs[cand_img], cand_anchor] = fg_c[0]
         matched_gt[imgs[cand_img], cand_anchor] = gt_row[match_c[0]]
-    return _finish(fg, matched_gt, gt_boxes, gt_classes, pred_boxes, num_gts)
+        matched_iou[imgs[cand_img], cand_anchor] = iou_c[0]
+    return _finish(fg, matched_gt, matched_iou, gt_classes, num_gts)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # "batched": gts padded to (B, G_max), candidates to (B, C_max); no loop over images or gts, one host sync.
 # ----------------------------------------------------------------------------------------------------------
-SLOT_OFFSETS = (-2, -1, 0, 1, 2)
-# The batched path keeps about ten (G, C) float tensors alive at its peak; the loop keeps (G, C, K) ones.
-BATCHED_BYTES_PER_CELL_OVER_LOOP = 10  # grid cells around floor(centre / stride) that may hold a centre-prior anchor
+SLOT_OFFSETS = (-2, -1, 0, 1, 2)  # grid cells around floor(centre / stride) that may hold a centre-prior anchor
+# The batched path keeps about ten (G, C) 4-byte tensors alive at its peak; the loop keeps (G, C, K) ones.
+BATCHED_BYTES_PER_CELL_OVER_LOOP = 10
+# Far-away boxes for padding: IoU exactly 0 with every real box.
+PAD_GT_BOX = (-1e7, -1e7, 1.0, 1.0)
+PAD_PRED_BOX = (-2e7, -2e7, 1.0, 1.0)
+# Merging two buckets saves one pass of ~150 small ops; worth it while the extra padding stays below this many
+# (G, C) cells (measured: ~23 ns per cell on one CPU core for the whole pipeline, ~1.5 ms of dispatch per bucket).
+BUCKET_MERGE_CELLS = {"cpu": 64 * 1024, "cuda": 4 * 1024 * 1024}
 
 
 def centre_prior_candidates(gt_boxes, gt_valid, grid: AnchorGrid):
-    """Anchors inside some gt's centre prior, found without comparing every gt with every anchor.
+    """Anchors inside each gt's centre prior, found without comparing every gt with every anchor.
 
     A square of half-side 1.5 strides holds at most 3 anchor centres per axis and level, all within 2 cells of
     floor(centre / stride); each of those slots is tested with the exact centre-prior predicate.
-    gt_boxes (B, M, 4), gt_valid (B, M) -> candidate mask (B, A) bool.
+    gt_boxes (B, M, 4), gt_valid (B, M) -> slot anchors (B, M, S) int64, slot hits (B, M, S) bool, candidate mask of
+    each image (B, A) bool, with S = 25 x levels.
     """
     B, M, _ = gt_boxes.shape
     A = grid.num_anchors
@@ -344,100 +357,133 @@ def centre_prior_candidates(gt_boxes, gt_valid, grid: AnchorGrid):
         limit = float(max(h, w) + 4)
         fx = torch.floor(cx / stride).clamp(-limit, limit).long()  # (B, M)
         fy = torch.floor(cy / stride).clamp(-limit, limit).long()
-        gx = fx.unsqueeze(-1) + offs  # (B, M, 5)
-        gy = fy.unsqueeze(-1) + offs
-        gx2 = gx.unsqueeze(-2).expand(B, M, len(offs), len(offs))  # (B, M, 5y, 5x)
-        gy2 = gy.unsqueeze(-1).expand(B, M, len(offs), len(offs))
-        inside = (gx2 >= 0) & (gx2 < w) & (gy2 >= 0) & (gy2 < h)
-        idx = level_start + gy2.clamp(0, h - 1) * w + gx2.clamp(0, w - 1)  # (B, M, 5, 5) anchor index
+        gx = (fx.unsqueeze(-1) + offs).unsqueeze(-2)  # (B, M, 1, 5) cell x of each slot
+        gy = (fy.unsqueeze(-1) + offs).unsqueeze(-1)  # (B, M, 5, 1) cell y
+        inside = ((gx >= 0) & (gx < w)) & ((gy >= 0) & (gy < h))  # (B, M, 5, 5)
+        idx = level_start + gy.clamp(0, h - 1) * w + gx.clamp(0, w - 1)  # (B, M, 5, 5) anchor index
         slot_idx.append(idx.reshape(B, M, -1))
         slot_ok.append(inside.reshape(B, M, -1))
         level_start += h * w
-    idx = torch.cat(slot_idx, -1)  # (B, M, S) S = 25 * levels
+    idx = torch.cat(slot_idx, -1)  # (B, M, S)
     ok = torch.cat(slot_ok, -1)
     anchor_cx, anchor_cy = grid.centres()
     prior = in_centre_prior(cx.unsqueeze(-1), cy.unsqueeze(-1), anchor_cx[idx], anchor_cy[idx], grid.strides[idx])
     hit = ok & prior & gt_valid.unsqueeze(-1)  # (B, M, S)
-    cand = torch.zeros(B, A + 1, dtype=torch.uint8, device=device)  # last column collects the misses
-    cand.scatter_(1, torch.where(hit, idx, torch.full_like(idx, A)).reshape(B, -1), 1)
-    return cand[:, :A].bool()
+    cand = torch.zeros(B, A + 1, dtype=torch.bool, device=device)  # last column collects the misses
+    cand.scatter_(1, torch.where(hit, idx, torch.full_like(idx, A)).reshape(B, -1), True)
+    return idx, hit, cand[:, :A]
 
 
-def plan_buckets(gt_counts: Sequence[int], cand_counts: Sequence[int], max_waste=2.0, min_cells=1 << 14,
+def compact(mask, width):
+    """Indices of the True entries of each row, in order, padded to `width`: (n, L) bool -> (n, width) int64, with
+    a (n, width) bool telling the real entries. A cumulative sum replaces sorting or nonzero (no host sync)."""
+    n, L = mask.shape
+    pos = torch.cumsum(mask, dim=1) - 1  # (n, L) slot of each True entry
+    pos = torch.where(mask, pos, torch.full_like(pos, width))
+    out = torch.zeros(n, width + 1, dtype=torch.long, device=mask.device)
+    out.scatter_(1, pos, torch.arange(L, device=mask.device).expand(n, L))
+    ok = torch.zeros(n, width + 1, dtype=torch.bool, device=mask.device)
+    ok.scatter_(1, pos, True)
+    return out[:, :width], ok[:, :width]
+
+
+def plan_buckets(gt_counts: Sequence[int], cand_counts: Sequence[int], merge_cells=64 * 1024,
                  max_cells=1 << 24) -> List[List[int]]:
-    """Group images so that padding a group to its largest G and C wastes little and stays under max_cells.
+    """Group images so that the padded work, sum over groups of (n x G_max x C_max + merge_cells), is smallest.
 
-    Images are taken from the most to the least crowded (G x C); an image joins the current group when the growth of
-    the padded size n * G_max * C_max stays within max_waste x its own G x C (or the group stays under min_cells,
-    where padding is cheap), and the group stays under max_cells. Images without gts or candidates are left out.
+    merge_cells is the fixed cost of running one more group, in (G, C) cells. Images are ordered from the most to
+    the least crowded (G x C) and split into consecutive groups by dynamic programming (B is small); no group
+    exceeds max_cells unless it is a single image. Images without gts or candidates are left out.
     """
     order = sorted(range(len(gt_counts)), key=lambda i: (-gt_counts[i] * cand_counts[i], i))
     order = [i for i in order if gt_counts[i] > 0 and cand_counts[i] > 0]
-    groups, current, g_max, c_max = [], [], 0, 0
-    for i in order:
-        g, c = gt_counts[i], cand_counts[i]
-        if current:
-            before = len(current) * g_max * c_max
-            after = (len(current) + 1) * max(g_max, g) * max(c_max, c)
-            fits = after <= max_cells and (after <= min_cells or after - before <= max_waste * g * c)
-            if not fits:
-                groups.append(current)
-                current, g_max, c_max = [], 0, 0
-        current.append(i)
-        g_max, c_max = max(g_max, g), max(c_max, c)
-    if current:
-        groups.append(current)
-    return groups
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of grouping the first j images
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        g_max = c_max = 0
+        for i in range(j - 1, -1, -1):  # group = order[i:j]
+            g_max, c_max = max(g_max, gt_counts[order[i]]), max(c_max, cand_counts[order[i]])
+            cells = (j - i) * g_max * c_max
+            if cells > max_cells and j - i > 1:
+                break
+            cost = best[i] + merge_cells + cells
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
 
 
 @torch.no_grad()
 def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_valid, grid: AnchorGrid,
-                   max_waste=2.0):
-    """SimOTA for the whole batch with padded (B, G_max, C_max) tensors and the decomposed class cost.
+                   merge_cells=None):
+    """SimOTA for the whole batch with padded (n, G_max, C_max) tensors and the decomposed class cost.
 
     One host synchronisation (the gt and candidate counts) plans buckets of similar images, so one crowded image
     does not pad the others; inside a bucket nothing loops over images or gts.
     """
     B, A, K = cls_logits.shape
     device = pred_boxes.device
-    cand = centre_prior_candidates(gt_boxes, gt_valid, grid)  # (B, A)
-    counts = torch.stack([gt_valid.sum(1), cand.sum(1)]).tolist()  # the one host synchronisation
-    gt_counts, cand_counts = counts
+    if merge_cells is None:
+        merge_cells = BUCKET_MERGE_CELLS.get(device.type, BUCKET_MERGE_CELLS["cuda"])
+    slot_idx, slot_hit, cand = centre_prior_candidates(gt_boxes, gt_valid, grid)  # (B, M, S) x2, (B, A)
+    with record_function("simota::host_sync"):
+        gt_counts, cand_counts = torch.stack([gt_valid.sum(1), cand.sum(1)]).tolist()  # the one host sync
     num_gts = int(sum(gt_counts))
     fg = torch.zeros(B, A + 1, dtype=torch.bool, device=device)  # last column collects padding
     matched_gt = torch.zeros(B, A + 1, dtype=torch.long, device=device)
-    anchor_cx, anchor_cy = grid.centres()
-    # A bucket may hold several images' (G, C) cost tensors as long as it stays below what the per-image loop needs
-    # for its largest image, whose class cost alone is G x C x K.
-    largest = max(g * c for g, c in zip(gt_counts, cand_counts)) if B else 0
-    max_cells = max(1 << 14, largest * max(1, K // BATCHED_BYTES_PER_CELL_OVER_LOOP))
-    for group in plan_buckets(gt_counts, cand_counts, max_waste=max_waste, max_cells=max_cells):
+    matched_iou = torch.zeros(B, A + 1, dtype=torch.float32, device=device)
+    S = slot_idx.shape[-1]
+    pad_gt = torch.tensor(PAD_GT_BOX, device=device)
+    pad_pred = torch.tensor(PAD_PRED_BOX, device=device)
+    out_cost, never = outside_cost(K), 2 * outside_cost(K)
+    # A bucket may hold several images' (G, C) tensors while it stays below what the per-image loop needs for its
+    # largest image, whose class cost alone is G x C x K.
+    largest = max([g * c for g, c in zip(gt_counts, cand_counts)] + [0])
+    max_cells = max(merge_cells, largest * max(1, K // BATCHED_BYTES_PER_CELL_OVER_LOOP))
+    for group in plan_buckets(gt_counts, cand_counts, merge_cells=merge_cells, max_cells=max_cells):
         imgs = torch.tensor(group, device=device)  # (n,)
+        n = len(group)
         G = max(gt_counts[i] for i in group)
         C = max(cand_counts[i] for i in group)
-        valid = gt_valid[imgs]  # (n, M)
-        rows = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :G]  # (n, G) real rows first
-        g_ok = torch.gather(valid, 1, rows)  # (n, G)
-        gts = torch.gather(gt_boxes[imgs].float(), 1, rows.unsqueeze(-1).expand(-1, -1, 4))  # (n, G, 4)
+        rows, g_ok = compact(gt_valid[imgs], G)  # (n, G) label rows of the real gts
+        anchors, c_ok = compact(cand[imgs], C)  # (n, C) candidate anchors, ascending
+        gts = torch.gather(gt_boxes[imgs].float(), 1, rows.unsqueeze(-1).expand(n, G, 4))  # (n, G, 4)
+        gts = torch.where(g_ok.unsqueeze(-1), gts, pad_gt)
         g_cls = torch.gather(gt_classes[imgs].long(), 1, rows)  # (n, G)
-        c_mask = cand[imgs]  # (n, A)
-        anchors = torch.sort((~c_mask).to(torch.uint8), dim=1, stable=True).indices[:, :C]  # (n, C) ascending
-        c_ok = torch.gather(c_mask, 1, anchors)  # (n, C)
-        img_col = imgs.unsqueeze(1)
-        preds = pred_boxes[img_col, anchors].float()  # (n, C, 4)
-        geometry = in_centre_prior(gts[..., 0:1], gts[..., 1:2], anchor_cx[anchors].unsqueeze(1),
-                                   anchor_cy[anchors].unsqueeze(1), grid.strides[anchors].unsqueeze(1))  # (n, G, C)
-        ious = pairwise_iou_cxcywh(gts.unsqueeze(2), preds.unsqueeze(1))  # (n, G, C)
+        flat = (imgs.unsqueeze(1) * A + anchors).reshape(-1)  # (n*C,) index into (B*A)
+        preds = pred_boxes.reshape(B * A, 4)[flat].float().view(n, C, 4)
+        preds = torch.where(c_ok.unsqueeze(-1), preds, pad_pred)
+
+        # penalty: 0 inside the centre prior, out_cost outside, >= never for padding; the inside pairs come from
+        # the slots already tested, mapped to candidate columns: (n, G, C)
+        c_pen = torch.cat([(~c_ok).float() * never + out_cost, c_ok.new_zeros(n, 1, dtype=torch.float32)], 1)
+        penalty = ((~g_ok).float() * never).unsqueeze(2) + c_pen.unsqueeze(1)  # (n, G, C + 1), spare last column
+        inverse = torch.full((n, A + 1), C, dtype=torch.long, device=device)  # anchor -> candidate column
+        inverse.scatter_(1, torch.where(c_ok, anchors, torch.full_like(anchors, A)),
+                         torch.arange(C, device=device).expand(n, C))
+        g_slots = torch.gather(slot_idx[imgs], 1, rows.unsqueeze(-1).expand(n, G, S))  # (n, G, S)
+        g_hits = torch.gather(slot_hit[imgs], 1, rows.unsqueeze(-1).expand(n, G, S)) & g_ok.unsqueeze(-1)
+        cols = torch.gather(inverse, 1, g_slots.reshape(n, -1)).view(n, G, S)
+        penalty.scatter_(2, torch.where(g_hits, cols, torch.full_like(cols, C)), 0.0)
+        penalty = penalty[..., :C]
+
+        ious = pairwise_iou_cxcywh(gts.unsqueeze(2), preds.unsqueeze(1))  # (n, G, C), 0 for padding
         with torch.autocast(device_type=device.type, enabled=False):
-            p = candidate_scores(cls_logits[img_col, anchors], obj_logits[img_col, anchors])  # (n, C, K)
+            p = candidate_scores(cls_logits.reshape(B * A, K)[flat].view(n, C, K),
+                                 obj_logits.reshape(B * A)[flat].view(n, C))  # (n, C, K)
             cls_cost = class_cost_decomposed(p, g_cls)  # (n, G, C)
-        cost = cost_key(cls_cost, ious, geometry)  # (n, G, C)
-        pair_ok = g_ok.unsqueeze(2) & c_ok.unsqueeze(1)  # (n, G, C)
-        fg_c, match_c = simota_match(cost, ious, pair_ok)  # (n, C)
+        key = cost_key(cls_cost, ious, penalty)  # (n, G, C)
+        fg_c, match_c, iou_c = simota_match(key, ious, invalid_key_floor(K, C))  # (n, C)
         target = torch.where(c_ok, anchors, torch.full_like(anchors, A))  # padding -> spare column
+        img_col = imgs.unsqueeze(1)
         fg[img_col, target] = fg_c & c_ok
         matched_gt[img_col, target] = torch.gather(rows, 1, match_c)
-    return _finish(fg[:, :A], matched_gt[:, :A], gt_boxes, gt_classes, pred_boxes, num_gts)
+        matched_iou[img_col, target] = iou_c
+    return _finish(fg[:, :A], matched_gt[:, :A], matched_iou[:, :A], gt_classes, num_gts)
 
 
 # ----------------------------------------------------------------------------------------------------------
