@@ -237,3 +237,53 @@ def test_modes_agree_on_cuda():
     gpu = _assign_all(boxes.to(dev), cls.to(dev), obj.to(dev), labels.to(dev), grid_cuda)
     for mode in SIMOTA_MODES:
         assert torch.equal(gpu[mode].fg_mask.cpu(), cpu["loop"].fg_mask)
+
+
+def test_out_of_memory_falls_back_to_the_loop_with_one_warning(monkeypatch):
+    from loguru import logger
+
+    import yolox.models.simota as simota
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+
+    monkeypatch.setattr(simota, "assign_batched", exhausted)
+    monkeypatch.setattr(simota, "_warned_oom", False)
+    messages = []
+    sink = logger.add(lambda m: messages.append(str(m)), level="WARNING")
+    try:
+        boxes, cls, obj, labels, grid = _random_batch(2, [4, 1], 64, 3, "normal", torch.float32)
+        args = (boxes, cls, obj, labels[..., 1:5], labels[..., 0].long(), labels.sum(-1) > 0, grid)
+        first = simota.assign("batched", *args)
+        simota.assign("batched", *args)
+    finally:
+        logger.remove(sink)
+    ref = simota.assign("loop", *args)
+    assert torch.equal(first.fg_mask, ref.fg_mask) and torch.equal(first.matched_gt, ref.matched_gt)
+    assert len([m for m in messages if "ran out of memory" in m]) == 1
+
+
+def _sync_ops(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    names = [e.name for e in prof.events()]
+    hidden = sum(names.count(n) for n in ("aten::nonzero", "aten::_local_scalar_dense", "aten::item"))
+    return hidden, names.count("simota::host_sync")
+
+
+@pytest.mark.parametrize("batch", [2, 8])
+def test_batched_loss_path_has_one_host_sync(batch):
+    """Assignment and losses in "batched" mode: no .item() / nonzero, one deliberate sync, whatever the batch."""
+    num_classes = 3
+    head = YOLOXHead(num_classes, width=0.25, simota_mode="batched")
+    head.use_l1 = True
+    boxes, cls, obj, labels, grid = _random_batch(1, [5, 0, 30, 2, 1, 9, 3, 4][:batch], 128, num_classes, "normal",
+                                                  torch.float32)
+    outputs = torch.randn(batch, grid.num_anchors, 5 + num_classes, requires_grad=True)
+    hidden, deliberate = _sync_ops(lambda: head.get_losses(outputs, labels, grid)[0].backward())
+    assert hidden == 0 and deliberate == 1
+    head.simota_mode = "loop"
+    hidden, _ = _sync_ops(lambda: head.get_losses(outputs, labels, grid))
+    assert hidden >= batch  # the reference synchronises per image

@@ -496,8 +496,8 @@ def assign(mode, pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_va
            pack_width=10000):
     """Run SimOTA in `mode` ("loop", "packed" or "batched"); all give the same Assignment.
 
-    On a CUDA out-of-memory error in "packed" or "batched" the batch is assigned image by image on the same GPU
-    (one warning per process), instead of moving to the CPU as the official release does.
+    On an out-of-memory error in "packed" or "batched" the batch is assigned image by image on the same device
+    (one warning per process), instead of moving to the CPU as the official release does (known to hang there).
     """
     if mode not in SIMOTA_MODES:
         raise ValueError(f"simota_mode={mode!r} is not one of {SIMOTA_MODES}; set it in your Exp file")
@@ -510,13 +510,13 @@ def assign(mode, pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_va
         return assign_batched(*args)
     except torch.OutOfMemoryError:
         global _warned_oom
-        if not pred_boxes.is_cuda:
-            raise
         if not _warned_oom:
-            logger.warning(f"SimOTA '{mode}' ran out of GPU memory; assigning this batch image by image on the GPU "
-                           "(further occurrences are not reported). A smaller batch avoids it.")
+            logger.warning(f"SimOTA '{mode}' ran out of memory on {pred_boxes.device}; assigning this batch image by "
+                           "image on the same device (further occurrences are not reported). A smaller batch or "
+                           "simota_mode 'loop' avoids it.")
             _warned_oom = True
-        torch.cuda.empty_cache()
+        if pred_boxes.is_cuda:
+            torch.cuda.empty_cache()
         return assign_loop(*args)
 
 

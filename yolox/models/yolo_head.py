@@ -2,7 +2,6 @@
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .losses import IOUloss
@@ -126,7 +125,7 @@ class YOLOXHead(nn.Module):
 
         # Positives, gathered with a bound known on the host (each gt takes at most 10 anchors).
         bound = min(B * A, TOPK_IOU * asg.num_gts)
-        zero = outputs.sum() * 0.0
+        zero = outputs.new_zeros(())
         loss_iou, loss_cls, loss_l1 = zero, zero, zero
         if bound > 0:
             pos = torch.sort((~fg).reshape(-1).to(torch.uint8), stable=True).indices[:bound]  # (N,) positives first
@@ -137,8 +136,10 @@ class YOLOXHead(nn.Module):
             iou_l = self.iou_loss(bbox_preds.reshape(-1, 4)[pos], reg_targets)  # (N,)
             loss_iou = torch.where(is_pos, iou_l, torch.zeros_like(iou_l)).sum() / num_fg
 
-            cls_targets = F.one_hot(asg.matched_cls.reshape(-1)[pos], K).to(cls_logits.dtype)
-            cls_targets = cls_targets * asg.matched_iou.reshape(-1)[pos].unsqueeze(-1).to(cls_logits.dtype)  # (N, K)
+            # one_hot(class) x IoU, built by scatter (F.one_hot checks its input on the host)
+            cls_targets = torch.zeros(bound, K, dtype=cls_logits.dtype, device=cls_logits.device)
+            cls_targets.scatter_(1, asg.matched_cls.reshape(-1)[pos].unsqueeze(-1),
+                                 asg.matched_iou.reshape(-1)[pos].unsqueeze(-1).to(cls_logits.dtype))  # (N, K)
             cls_l = self.bcewithlog_loss(cls_logits.reshape(-1, K)[pos], cls_targets)
             loss_cls = torch.where(is_pos.unsqueeze(-1), cls_l, torch.zeros_like(cls_l)).sum() / num_fg
 
