@@ -1,0 +1,160 @@
+"""Samplers, the YOLOX DataLoader, seeded workers, the prefetcher, and memory staying flat with workers."""
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from test_data_helpers import FOREST, make_coco
+from yolox.data import (
+    COCODataset,
+    DataLoader,
+    DataPrefetcher,
+    InfiniteSampler,
+    MosaicDetection,
+    TrainTransform,
+    YoloBatchSampler,
+    worker_init_reset_seed,
+)
+from yolox.data.bench import memory_over_samples
+
+
+def test_infinite_sampler_seeded_and_rank_disjoint():
+    def first(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    a = first(InfiniteSampler(10, seed=5), 30)
+    assert a == first(InfiniteSampler(10, seed=5), 30)
+    assert a != first(InfiniteSampler(10, seed=6), 30)
+    assert sorted(a[:10]) == list(range(10)) and sorted(a[10:20]) == list(range(10))  # one permutation per pass
+    assert all(isinstance(i, int) for i in a)
+    r0 = first(InfiniteSampler(10, seed=5, rank=0, world_size=2), 5)
+    r1 = first(InfiniteSampler(10, seed=5, rank=1, world_size=2), 5)
+    assert sorted(r0 + r1) == list(range(10)) and r0 == a[0:10:2]
+    assert len(InfiniteSampler(10, rank=1, world_size=2)) == 5
+    assert first(InfiniteSampler(4, shuffle=False), 6) == [0, 1, 2, 3, 0, 1]
+    with pytest.raises(ValueError, match="non-empty"):
+        InfiniteSampler(0)
+
+
+def test_batch_sampler_tags_each_batch_and_switches():
+    bs = YoloBatchSampler(sampler=range(6), batch_size=2, drop_last=False, mosaic=True)
+    it = iter(bs)
+    assert next(it) == [(True, 0), (True, 1)]
+    bs.mosaic = False
+    assert next(it) == [(False, 2), (False, 3)]
+
+
+class _RandomDraws(TorchDataset):
+    """Returns the augmentation random numbers each sample would see."""
+
+    def __len__(self):
+        return 1000
+
+    def __getitem__(self, index):
+        mosaic, index = index if isinstance(index, (tuple, list)) else (True, index)
+        return torch.tensor([float(index), random.random(), float(np.random.rand()), float(mosaic)])
+
+
+def _batches(num_workers, seed, n=4):
+    torch.manual_seed(seed)
+    sampler = InfiniteSampler(1000, seed=0)
+    loader = DataLoader(_RandomDraws(), batch_sampler=YoloBatchSampler(sampler, 2, False, mosaic=True),
+                        num_workers=num_workers, worker_init_fn=worker_init_reset_seed)
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def test_workers_seeded_differently_and_reproducibly():
+    a = _batches(2, seed=1)
+    b = _batches(2, seed=1)
+    c = _batches(2, seed=2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    # batches 0 and 1 come from different workers: their random streams differ
+    assert a[0][0, 1] != a[1][0, 1] and a[0][0, 2] != a[1][0, 2]
+
+
+def test_default_loader_uses_yolo_batch_sampler_and_close_mosaic():
+    loader = DataLoader(_RandomDraws(), batch_size=3, shuffle=False)
+    assert isinstance(loader.batch_sampler, YoloBatchSampler)
+    first = next(iter(loader))
+    assert first[:, 0].tolist() == [0, 1, 2] and (first[:, 3] == 1).all()
+    loader.close_mosaic()
+    assert (next(iter(loader))[:, 3] == 0).all()
+
+
+def test_same_seed_reproduces_a_mosaic_batch():
+    ds = COCODataset(str(FOREST), "train.json", "train", img_size=(128, 128))
+    mosaic = MosaicDetection(ds, (128, 128), preproc=TrainTransform(max_labels=120), mosaic_scale=(0.5, 1.5),
+                             enable_mixup=True)
+
+    def batch(seed):
+        torch.manual_seed(seed)
+        loader = DataLoader(mosaic, batch_sampler=YoloBatchSampler(InfiniteSampler(len(ds), seed=0), 4, False),
+                            num_workers=2, worker_init_fn=worker_init_reset_seed)
+        it = iter(loader)
+        return [next(it) for _ in range(2)]
+
+    (a1, a2), (b1, b2), (c1, _) = batch(7), batch(7), batch(8)
+    assert torch.equal(a1[0], b1[0]) and torch.equal(a1[1], b1[1]) and torch.equal(a2[0], b2[0])
+    assert not torch.equal(a1[0], c1[0])
+    assert a1[0].shape == (4, 3, 128, 128) and a1[1].shape == (4, 120, 5)
+
+
+def test_prefetcher_on_cpu_passes_batches_through():
+    loader = DataLoader(_RandomDraws(), batch_size=2, shuffle=False)
+    plain = []
+    for i, b in enumerate(loader):
+        plain.append(b)
+        if i == 2:
+            break
+
+    class Quad:
+        def __iter__(self):
+            for b in plain:
+                yield b, b + 1, None, None
+
+    pf = DataPrefetcher(Quad(), device="cpu")
+    got = [pf.next() for _ in range(4)]
+    assert all(torch.equal(g[0], p) and torch.equal(g[1], p + 1) for g, p in zip(got, plain))
+    assert got[3] == (None, None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prefetcher_copies_to_cuda():
+    batches = [(torch.ones(2, 3), torch.zeros(2, 5), None, None) for _ in range(2)]
+    pf = DataPrefetcher(batches, device="cuda")
+    x, t = pf.next()
+    assert x.is_cuda and t.is_cuda and x.sum().item() == 6
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_worker_memory_stays_flat(tmp_path):
+    """20 000 image entries (four real files): workers touching random entries must not copy the labels' pages."""
+    make_coco(tmp_path, [(48, 64), (64, 48), (40, 40), (64, 64)], boxes_per_image=3)
+    import json
+
+    ann = tmp_path / "annotations" / "instances_train2017.json"
+    coco = json.loads(ann.read_text())
+    images, annotations = [], []
+    for k in range(5000):
+        for im in coco["images"]:
+            new_id = len(images) + 1
+            images.append(dict(im, id=new_id))
+            for a in coco["annotations"]:
+                if a["image_id"] == im["id"]:
+                    annotations.append(dict(a, id=len(annotations) + 1, image_id=new_id))
+    ann.write_text(json.dumps(dict(coco, images=images, annotations=annotations)))
+    ds = COCODataset(str(tmp_path), img_size=(64, 64))
+    assert len(ds) == 20000
+    mosaic = MosaicDetection(ds, (64, 64), preproc=TrainTransform(max_labels=50), enable_mixup=True)
+    rows = memory_over_samples(mosaic, num_workers=2, num_samples=1600, batch_size=16, every=400)
+    private = [r[3] for r in rows]
+    main_rss = [r[1] for r in rows]
+    # the labels and ids of 20 000 images are a few MiB: copying them into the workers would show here
+    assert private[-1] - private[0] < 6, rows
+    assert main_rss[-1] - main_rss[0] < 6, rows

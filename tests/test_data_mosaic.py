@@ -1,0 +1,169 @@
+"""Mosaic/MixUp and the transforms: the fast pipeline against the direct official algorithm, output validity."""
+import math
+import random
+
+import cv2
+import numpy as np
+import pytest
+
+from test_data_helpers import FOREST, make_coco
+from yolox.data import COCODataset, DirectMosaicDetection, MosaicDetection, TrainTransform, ValTransform
+from yolox.data.data_augment import augment_hsv, get_affine_matrix, preproc
+
+MOSAIC_KW = dict(degrees=10.0, translate=0.1, mosaic_scale=(0.1, 2), mixup_scale=(0.5, 1.5), shear=2.0,
+                 enable_mixup=True, mosaic_prob=1.0, mixup_prob=1.0)
+
+
+@pytest.fixture(scope="module")
+def forest416():
+    return COCODataset(str(FOREST), "train.json", "train", img_size=(416, 416), cache=True)
+
+
+@pytest.fixture(scope="module")
+def mixed_sizes(tmp_path_factory):
+    """Images of several aspect ratios (letterboxing, 114 borders, MixUp padding all show up)."""
+    root = tmp_path_factory.mktemp("mixed")
+    make_coco(root, [(90, 160), (160, 90), (128, 128), (60, 200), (200, 120), (100, 100)], boxes_per_image=3)
+    return COCODataset(str(root), img_size=(128, 128), cache=True)
+
+
+def _compare(fast, direct, index, seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    a, la, _, _ = fast[(True, index)]
+    random.seed(seed)
+    np.random.seed(seed)
+    b, lb, _, _ = direct[(True, index)]
+    return a, la, b, lb
+
+
+@pytest.mark.parametrize("case", ["forest", "mixed", "mixed_rescaled"])
+def test_fast_mosaic_equals_direct_official_algorithm(case, forest416, mixed_sizes, request):
+    """Same seed => same random parameters => same boxes and the same image up to interpolation."""
+    ds = forest416 if case == "forest" else mixed_sizes
+    size = (416, 416) if case == "forest" else (128, 128)
+    if case == "mixed_rescaled":  # the images were resized for 128; the mosaic is built at 160 (resize path)
+        size = (160, 160)
+    fast = MosaicDetection(ds, size, **MOSAIC_KW)
+    direct = DirectMosaicDetection(ds, size, **MOSAIC_KW)
+    if case == "mixed_rescaled":
+        ds._input_dim = size
+    try:
+        for seed in range(12):
+            a, la, b, lb = _compare(fast, direct, seed % len(ds), seed)
+            assert a.shape == b.shape == (size[0], size[1], 3) and a.dtype == np.uint8
+            np.testing.assert_allclose(la, lb, rtol=0, atol=1e-9)
+            diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+            # interpolation: a single composed warp instead of resize + warp (or two resizes for MixUp)
+            assert diff.mean() < 1.5, (seed, diff.mean())
+            assert (diff > 40).mean() < 0.01, (seed, (diff > 40).mean())
+    finally:
+        if case == "mixed_rescaled":
+            del ds._input_dim
+
+
+def test_mixup_blend_is_the_exact_floor_average(mixed_sizes):
+    """Without interpolation (no jitter, no affine) the fast MixUp reproduces the official float blend bit for bit."""
+    kw = dict(MOSAIC_KW, degrees=0.0, translate=0.0, mosaic_scale=(1.0, 1.0), mixup_scale=(1.0, 1.0), shear=0.0)
+    fast = MosaicDetection(mixed_sizes, (128, 128), **kw)
+    direct = DirectMosaicDetection(mixed_sizes, (128, 128), **kw)
+    for seed in range(6):
+        a, la, b, lb = _compare(fast, direct, seed, seed)
+        np.testing.assert_allclose(la, lb)
+        assert (np.abs(a.astype(int) - b.astype(int)) <= 1).mean() > 0.97
+
+
+def test_mosaic_outputs_shapes_and_valid_boxes(forest416):
+    ds = MosaicDetection(forest416, (416, 416), preproc=TrainTransform(max_labels=120), **MOSAIC_KW)
+    random.seed(3)
+    np.random.seed(3)
+    for i in range(16):
+        img, labels, img_info, img_id = ds[(True, i)]
+        assert img.shape == (3, 416, 416) and img.dtype == np.float32
+        assert 0 <= img.min() and img.max() <= 255
+        assert labels.shape == (120, 5) and labels.dtype == np.float32
+        real = labels[labels.sum(1) > 0]
+        assert (real[:, 0] == 0).all()
+        cx, cy, w, h = real[:, 1], real[:, 2], real[:, 3], real[:, 4]
+        assert (w > 1).all() and (h > 1).all()
+        eps = 1e-3
+        assert (cx - w / 2 >= -eps).all() and (cx + w / 2 <= 416 + eps).all()
+        assert (cy - h / 2 >= -eps).all() and (cy + h / 2 <= 416 + eps).all()
+        assert img_info == (416, 416) and img_id.shape == (1,)
+
+
+def test_close_mosaic_and_flag_off_give_plain_samples(forest416):
+    ds = MosaicDetection(forest416, (416, 416), preproc=None, **MOSAIC_KW)
+    plain, target = forest416.pull_item(5)[:2]
+    img, labels, _, _ = ds[(False, 5)]
+    assert np.array_equal(img, plain) and np.array_equal(labels, target)
+    ds.close_mosaic()
+    img, labels, _, _ = ds[(True, 5)]
+    assert np.array_equal(img, plain) and np.array_equal(labels, target)
+
+
+def test_affine_matrix_follows_official_draw_order():
+    random.seed(11)
+    M, scale = get_affine_matrix((640, 480), degrees=10.0, translate=0.1, scales=(0.5, 1.5), shear=2.0)
+    random.seed(11)
+    angle, s = random.uniform(-10, 10), random.uniform(0.5, 1.5)
+    shx, shy = math.tan(random.uniform(-2, 2) * math.pi / 180), math.tan(random.uniform(-2, 2) * math.pi / 180)
+    tx, ty = random.uniform(-0.1, 0.1) * 640, random.uniform(-0.1, 0.1) * 480
+    R = cv2.getRotationMatrix2D((0, 0), angle, s)
+    expected = np.array([R[0] + shy * R[1], R[1] + shx * R[0]])
+    expected[:, 2] = (tx, ty)
+    np.testing.assert_allclose(M, expected)
+    assert scale == s
+
+
+def _official_augment_hsv(img, hgain=5, sgain=30, vgain=30):
+    hsv_augs = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain]
+    hsv_augs *= np.random.randint(0, 2, 3)
+    hsv_augs = hsv_augs.astype(np.int16)
+    img_hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
+    img_hsv[..., 0] = (img_hsv[..., 0] + hsv_augs[0]) % 180
+    img_hsv[..., 1] = np.clip(img_hsv[..., 1] + hsv_augs[1], 0, 255)
+    img_hsv[..., 2] = np.clip(img_hsv[..., 2] + hsv_augs[2], 0, 255)
+    cv2.cvtColor(img_hsv.astype(img.dtype), cv2.COLOR_HSV2BGR, dst=img)
+
+
+def test_hsv_lookup_table_equals_official_int16_arithmetic():
+    base = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    for seed in range(10):
+        a, b = base.copy(), base.copy()
+        np.random.seed(seed)
+        augment_hsv(a)
+        np.random.seed(seed)
+        _official_augment_hsv(b)
+        assert np.array_equal(a, b)
+
+
+def test_train_transform_boxes_flip_degenerate_and_padding():
+    img = np.zeros((100, 200, 3), np.uint8)
+    targets = np.array([[10, 20, 50, 60, 2], [0, 0, 0.5, 30, 1], [150, 10, 190, 90, 0]], dtype=np.float64)
+    t = TrainTransform(max_labels=4, flip_prob=0.0, hsv_prob=0.0)
+    out, labels = t(img, targets.copy(), (100, 100))  # r = 0.5
+    assert out.shape == (3, 100, 100) and labels.shape == (4, 5)
+    np.testing.assert_allclose(labels[:2], [[2, 15, 20, 20, 20], [0, 85, 25, 20, 40]])
+    assert (labels[2:] == 0).all()  # the 0.25-pixel-wide box is dropped, the rest is padding
+    assert (out[:, 50:, :] == 114).all()  # letterbox pad below the resized image
+
+    flipped = TrainTransform(max_labels=4, flip_prob=1.0, hsv_prob=0.0)(img, targets.copy(), (100, 100))[1]
+    np.testing.assert_allclose(flipped[:2, 1], [100 - 15, 100 - 85])
+
+    only_degenerate = np.array([[0, 0, 0.5, 30, 1]])
+    assert (t(img, only_degenerate, (100, 100))[1] == 0).all()
+    empty_img, empty = t(img, np.zeros((0, 5)), (64, 64))
+    assert empty_img.shape == (3, 64, 64) and (empty == 0).all()
+
+
+def test_val_transform_plain_and_legacy():
+    img = np.full((50, 100, 3), (10, 20, 30), np.uint8)
+    out, _ = ValTransform()(img, None, (64, 64))
+    assert out.dtype == np.float32 and out.shape == (3, 64, 64)
+    assert out[:, 0, 0].tolist() == [10, 20, 30] and (out[:, 40:, :] == 114).all()  # BGR 0-255, no normalisation
+    legacy, _ = ValTransform(legacy=True)(img, None, (64, 64))
+    expected = (np.array([30, 20, 10]) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(legacy[:, 0, 0], expected, rtol=1e-5)
+    same, r = preproc(np.zeros((64, 64, 3), np.uint8), (64, 64))
+    assert r == 1.0 and same.flags.c_contiguous

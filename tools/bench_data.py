@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Throughput of Mosaic+MixUp at 640: the fast MosaicDetection vs a direct implementation of the official algorithm,
+in one process and through a DataLoader with N workers; `--rss` adds process memory over 2000 samples.
+
+    python tools/bench_data.py                        # bundled forest data, RAM cache, table
+    python tools/bench_data.py --workers 2 --json     # machine-readable
+    python tools/bench_data.py --rss --samples-rss 2000
+"""
+import argparse
+import contextlib
+import json
+import os
+import sys
+
+import cv2
+from loguru import logger
+from tabulate import tabulate
+
+from yolox.data import COCODataset, get_yolox_datadir
+from yolox.data.bench import (
+    default_train_transform,
+    loader_samples_per_second,
+    make_mosaic,
+    memory_over_samples,
+    samples_per_second,
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=os.path.join(get_yolox_datadir(), "forest"), help="COCO-format folder")
+    p.add_argument("--ann", default="train.json", help="annotation file under <data-dir>/annotations/")
+    p.add_argument("--name", default="train", help="image folder under <data-dir>")
+    p.add_argument("--size", type=int, default=640, help="input size (square)")
+    p.add_argument("--samples", type=int, default=400, help="samples timed per measurement")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the second measurement (0: skip)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-cache", action="store_true", help="decode images from disk instead of the RAM cache")
+    p.add_argument("--with-transform", action="store_true", help="also time Mosaic+MixUp followed by TrainTransform")
+    p.add_argument("--rss", action="store_true", help="record process memory over --samples-rss samples with workers")
+    p.add_argument("--samples-rss", type=int, default=2000)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    size = (args.size, args.size)
+    with contextlib.redirect_stdout(sys.stderr):  # pycocotools prints; keep stdout for the table / JSON
+        dataset = COCODataset(args.data_dir, args.ann, args.name, img_size=size, cache=not args.no_cache)
+    rows, result = [], {"input_size": size, "cv2_threads": cv2.getNumThreads(), "throughput": []}
+
+    stages = [("mosaic+mixup", None)]
+    if args.with_transform:
+        stages.append(("mosaic+mixup+TrainTransform", default_train_transform()))
+    for stage, preproc in stages:
+        single = {impl: samples_per_second(make_mosaic(dataset, impl, size, preproc), args.samples)
+                  for impl in ("direct", "fast")}
+        workers = {}
+        if args.workers > 0:
+            workers = {impl: loader_samples_per_second(make_mosaic(dataset, impl, size, preproc), args.workers,
+                                                       args.samples, args.batch_size)
+                       for impl in ("direct", "fast")}
+        for impl in ("direct", "fast"):
+            entry = {"stage": stage, "impl": impl, "one_process": single[impl],
+                     "speedup_one_process": single[impl] / single["direct"]}
+            row = [stage, impl, f"{single[impl]:.1f}", f"{single[impl] / single['direct']:.2f}x"]
+            if workers:
+                entry["workers"] = args.workers
+                entry["with_workers"] = workers[impl]
+                row += [f"{workers[impl]:.1f}", f"{workers[impl] / workers['direct']:.2f}x"]
+            result["throughput"].append(entry)
+            rows.append(row)
+
+    mem_rows = []
+    if args.rss:
+        mosaic = make_mosaic(dataset, "fast", size, default_train_transform())
+        mem_rows = memory_over_samples(mosaic, max(args.workers, 1), args.samples_rss, batch_size=16)
+        result["memory"] = [dict(zip(("samples", "main_rss_mib", "workers_rss_mib", "workers_private_mib"), r))
+                            for r in mem_rows]
+        first, last = mem_rows[1] if len(mem_rows) > 1 else mem_rows[0], mem_rows[-1]
+        result["memory_growth_mib"] = {"main_rss": last[1] - first[1], "workers_private": last[3] - first[3]}
+
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return result
+    headers = ["stage", "impl", "samples/s (1 process)", "vs direct"]
+    if args.workers > 0:
+        headers += [f"samples/s ({args.workers} workers)", "vs direct"]
+    logger.info(f"input {size}, cv2 threads {cv2.getNumThreads()}, {args.samples} samples per measurement")
+    print(tabulate(rows, headers=headers, tablefmt="github"))
+    if mem_rows:
+        print()
+        print(tabulate([[s, f"{a:.1f}", f"{b:.1f}", f"{c:.1f}"] for s, a, b, c in mem_rows],
+                       headers=["samples", "main RSS MiB", "workers RSS MiB", "workers private MiB"],
+                       tablefmt="github"))
+        g = result["memory_growth_mib"]
+        print(f"growth after warm-up: main RSS {g['main_rss']:+.1f} MiB, "
+              f"workers private {g['workers_private']:+.1f} MiB")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Augmentations and transforms of the official YOLOX: random affine, HSV, flip, letterbox, Train/ValTransform.
+
+Random numbers are drawn from `random` and `np.random` in the official order, so a seed gives the official parameters.
+"""
+import math
+import random
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "augment_hsv",
+    "get_aug_params",
+    "get_affine_matrix",
+    "apply_affine_to_bboxes",
+    "random_affine",
+    "preproc",
+    "TrainTransform",
+    "ValTransform",
+]
+
+
+def _xyxy_to_cxcywh(boxes):
+    """(N, 4) x1y1x2y2 -> cx cy w h, in place (as the official helper), returned for chaining."""
+    boxes[:, 2] = boxes[:, 2] - boxes[:, 0]
+    boxes[:, 3] = boxes[:, 3] - boxes[:, 1]
+    boxes[:, 0] = boxes[:, 0] + boxes[:, 2] * 0.5
+    boxes[:, 1] = boxes[:, 1] + boxes[:, 3] * 0.5
+    return boxes
+
+
+def _hsv_lut(hsv_augs):
+    """(256, 1, 3) uint8 table: hue shifted modulo 180, saturation and value shifted and clipped to 0-255."""
+    levels = np.arange(256, dtype=np.int16)
+    lut = np.empty((256, 1, 3), dtype=np.uint8)
+    lut[:, 0, 0] = (levels + hsv_augs[0]) % 180
+    lut[:, 0, 1] = np.clip(levels + hsv_augs[1], 0, 255)
+    lut[:, 0, 2] = np.clip(levels + hsv_augs[2], 0, 255)
+    return lut
+
+
+def augment_hsv(img, hgain=5, sgain=30, vgain=30):
+    """Random HSV shift of a BGR uint8 image, in place (official gains and draws).
+
+    The official shifts an int16 copy of the HSV image; a per-channel lookup table gives the same bytes in one pass.
+    """
+    hsv_augs = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain]  # random gains
+    hsv_augs *= np.random.randint(0, 2, 3)  # random selection of h, s, v
+    hsv_augs = hsv_augs.astype(np.int16)
+    img_hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    cv2.LUT(img_hsv, _hsv_lut(hsv_augs), dst=img_hsv)
+    cv2.cvtColor(img_hsv, cv2.COLOR_HSV2BGR, dst=img)
+
+
+def get_aug_params(value, center=0):
+    """A float v draws uniform(center - v, center + v); a pair (lo, hi) draws uniform(lo, hi)."""
+    if isinstance(value, (float, int)) and not isinstance(value, bool):
+        return random.uniform(center - value, center + value)
+    if len(value) == 2:
+        return random.uniform(value[0], value[1])
+    raise ValueError(
+        f"affine parameter {value!r} must be a float (symmetric range around {center}) or a (low, high) pair"
+    )
+
+
+def get_affine_matrix(target_size, degrees=10, translate=0.1, scales=0.1, shear=10):
+    """The official random (2, 3) affine: rotation+scale about (0, 0), shear, translation; draws in that order."""
+    twidth, theight = target_size
+
+    angle = get_aug_params(degrees)
+    scale = get_aug_params(scales, center=1.0)
+    if scale <= 0.0:
+        raise ValueError(f"mosaic scale drew {scale}; the scale range {scales!r} must stay positive")
+    R = cv2.getRotationMatrix2D(angle=angle, center=(0, 0), scale=scale)
+
+    M = np.ones([2, 3])
+    shear_x = math.tan(get_aug_params(shear) * math.pi / 180)
+    shear_y = math.tan(get_aug_params(shear) * math.pi / 180)
+    M[0] = R[0] + shear_y * R[1]
+    M[1] = R[1] + shear_x * R[0]
+
+    M[0, 2] = get_aug_params(translate) * twidth  # x translation in pixels
+    M[1, 2] = get_aug_params(translate) * theight  # y translation in pixels
+    return M, scale
+
+
+def apply_affine_to_bboxes(targets, target_size, M, scale):
+    """Boxes (N, >=4) x1y1x2y2 -> the axis-aligned hull of their 4 warped corners, clipped to target_size; in place."""
+    num_gts = len(targets)
+    twidth, theight = target_size
+    corner_points = np.ones((4 * num_gts, 3))
+    # corners x1y1, x2y2, x1y2, x2y1 -> (4N, 2)
+    corner_points[:, :2] = targets[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(4 * num_gts, 2)
+    corner_points = (corner_points @ M.T).reshape(num_gts, 8)  # (N, 4 corners * xy)
+    corner_xs = corner_points[:, 0::2]
+    corner_ys = corner_points[:, 1::2]
+    new_bboxes = np.stack((corner_xs.min(1), corner_ys.min(1), corner_xs.max(1), corner_ys.max(1)), axis=1)
+    new_bboxes[:, 0::2] = new_bboxes[:, 0::2].clip(0, twidth)
+    new_bboxes[:, 1::2] = new_bboxes[:, 1::2].clip(0, theight)
+    targets[:, :4] = new_bboxes
+    return targets
+
+
+def random_affine(img, targets=(), target_size=(640, 640), degrees=10, translate=0.1, scales=0.1, shear=10):
+    """Warp img (and its xyxy targets) with a random official affine; output size target_size (w, h)."""
+    M, scale = get_affine_matrix(target_size, degrees, translate, scales, shear)
+    img = cv2.warpAffine(img, M, dsize=target_size, borderValue=(114, 114, 114))
+    if len(targets) > 0:
+        targets = apply_affine_to_bboxes(targets, target_size, M, scale)
+    return img, targets
+
+
+def _mirror(image, boxes, prob=0.5):
+    """Horizontal flip with probability prob (one random.random() draw); boxes (N, 4) xyxy changed in place."""
+    _, width, _ = image.shape
+    if random.random() < prob:
+        image = image[:, ::-1]
+        boxes[:, 0::2] = width - boxes[:, 2::-2]
+    return image, boxes
+
+
+def preproc(img, input_size, swap=(2, 0, 1)):
+    """Letterbox: resize by r = min(h_in / h, w_in / w), paste top-left on 114, HWC -> CHW float32 (0-255 BGR).
+
+    Returns (image (3, h_in, w_in) float32, r).
+    """
+    h, w = img.shape[:2]
+    r = min(input_size[0] / h, input_size[1] / w)
+    new_h, new_w = int(h * r), int(w * r)
+    if (new_h, new_w) == tuple(input_size[:2]) and (new_h, new_w) == (h, w):
+        padded_img = img  # already the input size: no resize and no padding needed
+    else:
+        shape = (input_size[0], input_size[1], 3) if img.ndim == 3 else tuple(input_size[:2])
+        padded_img = np.full(shape, 114, dtype=np.uint8)
+        resized = img if (new_h, new_w) == (h, w) else cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        padded_img[:new_h, :new_w] = resized
+    padded_img = np.ascontiguousarray(padded_img.transpose(swap), dtype=np.float32)
+    return padded_img, r
+
+
+class TrainTransform:
+    """HSV, flip and letterbox of a training image; targets (N, 5) x1y1x2y2+class -> (max_labels, 5) class cx cy w h.
+
+    Boxes at most 1 pixel wide or high after the resize are dropped; unlike the official release, which then keeps
+    them all when none is left, a sample with no valid box gets no label (rows of zeros are padding).
+    """
+
+    def __init__(self, max_labels=50, flip_prob=0.5, hsv_prob=1.0):
+        self.max_labels = max_labels
+        self.flip_prob = flip_prob
+        self.hsv_prob = hsv_prob
+
+    def __call__(self, image, targets, input_dim):
+        padded_labels = np.zeros((self.max_labels, 5), dtype=np.float32)
+        if len(targets) == 0:
+            image, _ = preproc(image, input_dim)
+            return image, padded_labels
+
+        boxes = np.array(targets[:, :4], dtype=np.float64)
+        labels = np.array(targets[:, 4], dtype=np.float64)
+        image_o = image
+
+        # the official draw order: hsv_prob, (hsv gains), flip; kept even when every box turns out degenerate
+        do_hsv = random.random() < self.hsv_prob
+        if do_hsv:
+            # a fresh array, so the caller's image (image_o) is never changed
+            image = np.ascontiguousarray(image).copy()
+            augment_hsv(image)
+        image_t, boxes = _mirror(image, boxes, self.flip_prob)
+
+        r_ = min(input_dim[0] / image_t.shape[0], input_dim[1] / image_t.shape[1])
+        boxes = _xyxy_to_cxcywh(boxes)
+        boxes *= r_
+        keep = np.minimum(boxes[:, 2], boxes[:, 3]) > 1
+        if not keep.any():
+            # the official falls back to the un-augmented image; its labels would all be degenerate, so none is kept
+            image_t, _ = preproc(image_o, input_dim)
+            return image_t, padded_labels
+
+        image_t, _ = preproc(image_t, input_dim)
+        targets_t = np.hstack((labels[keep, None], boxes[keep]))[: self.max_labels]
+        padded_labels[: len(targets_t)] = targets_t
+        return image_t, padded_labels
+
+
+class ValTransform:
+    """Evaluation letterbox: BGR 0-255 float CHW (no mean/std); legacy=True gives the old RGB /255 normalised input."""
+
+    def __init__(self, swap=(2, 0, 1), legacy=False):
+        self.swap = swap
+        self.legacy = legacy
+
+    def __call__(self, img, res, input_size):
+        img, _ = preproc(img, input_size, self.swap)
+        if self.legacy:
+            img = img[::-1, :, :].copy()
+            img /= 255.0
+            img -= np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
+            img /= np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
+        return img, np.zeros((1, 5))

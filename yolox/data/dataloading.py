@@ -1,0 +1,74 @@
+"""The YOLOX DataLoader (YoloBatchSampler by default, close_mosaic), seeded workers, and the datasets directory."""
+import gc
+import os
+import random
+
+import numpy as np
+import torch
+from torch.utils.data.dataloader import DataLoader as torchDataLoader
+from torch.utils.data.dataloader import default_collate
+
+from .samplers import YoloBatchSampler
+
+__all__ = ["DataLoader", "get_yolox_datadir", "worker_init_reset_seed", "list_collate", "DATASETS_README"]
+
+
+def get_yolox_datadir():
+    """Where datasets live: $YOLOX_DATADIR when set, else `datasets/` of the checkout that holds this package."""
+    yolox_datadir = os.getenv("YOLOX_DATADIR", None)
+    if yolox_datadir is None:
+        import yolox
+
+        yolox_path = os.path.dirname(os.path.dirname(os.path.abspath(yolox.__file__)))
+        yolox_datadir = os.path.join(yolox_path, "datasets")
+    return yolox_datadir
+
+
+# shown in every "dataset not found" message
+DATASETS_README = "datasets/README.md"
+
+
+def worker_init_reset_seed(worker_id):
+    """Seed `random`, numpy and torch of a DataLoader worker from torch's per-worker seed.
+
+    torch gives worker k the seed base + k, with base drawn from the main process's torch generator when the
+    iterator starts: workers augment differently, and torch.manual_seed(s) before iterating reproduces a run
+    (the official uses uuid4 here, which makes runs irreproducible).
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # Objects inherited from the parent are never collected here; freezing them keeps the collector from
+    # writing into their pages, which would copy those pages into this worker one by one (memory growth).
+    gc.freeze()
+
+
+class DataLoader(torchDataLoader):
+    """torch DataLoader that batches through a YoloBatchSampler unless a batch_sampler is given.
+
+    `close_mosaic()` turns Mosaic/MixUp off for the batches sampled from then on (the last no-aug epochs).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.batch_sampler, YoloBatchSampler) and self.batch_sampler is not None:
+            # the default torch BatchSampler was built from sampler/batch_size/drop_last: wrap the same settings
+            batch_sampler = YoloBatchSampler(
+                self.batch_sampler.sampler, self.batch_sampler.batch_size, self.batch_sampler.drop_last
+            )
+            object.__setattr__(self, "batch_sampler", batch_sampler)
+
+    def close_mosaic(self):
+        self.batch_sampler.mosaic = False
+
+
+def list_collate(batch):
+    """Collate a batch keeping list/tuple fields as lists (one entry per sample) instead of stacking them."""
+    items = list(zip(*batch))
+    for i in range(len(items)):
+        if isinstance(items[i][0], (list, tuple)):
+            items[i] = list(items[i])
+        else:
+            items[i] = default_collate(items[i])
+    return items

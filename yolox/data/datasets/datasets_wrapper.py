@@ -1,0 +1,225 @@
+"""Dataset base classes: input_dim and the (mosaic, index) protocol, image caching, corrupt-image policy, concat."""
+import bisect
+import os
+from abc import ABCMeta, abstractmethod
+from functools import wraps
+
+import numpy as np
+from loguru import logger
+from torch.utils.data.dataset import ConcatDataset as torchConcatDataset
+from torch.utils.data.dataset import Dataset as torchDataset
+
+from .image_cache import ImageCache, fingerprint_images
+
+__all__ = [
+    "Dataset",
+    "CacheDataset",
+    "ConcatDataset",
+    "MixConcatDataset",
+    "cache_read_img",
+    "CorruptImageError",
+    "CORRUPT_IMAGE_POLICIES",
+]
+
+CORRUPT_IMAGE_POLICIES = ("raise", "skip")
+
+
+class CorruptImageError(OSError):
+    """An image file is missing, unreadable, or not the size its annotation says."""
+
+
+class ConcatDataset(torchConcatDataset):
+    def __init__(self, datasets):
+        super().__init__(datasets)
+        if hasattr(self.datasets[0], "input_dim"):
+            self._input_dim = self.datasets[0].input_dim
+            self.input_dim = self.datasets[0].input_dim
+
+    def _locate(self, idx):
+        if idx < 0:
+            if -idx > len(self):
+                raise ValueError(f"index {idx} is out of range for a dataset of length {len(self)}")
+            idx = len(self) + idx
+        dataset_idx = bisect.bisect_right(self.cumulative_sizes, idx)
+        sample_idx = idx if dataset_idx == 0 else idx - self.cumulative_sizes[dataset_idx - 1]
+        return dataset_idx, sample_idx
+
+    def pull_item(self, idx):
+        dataset_idx, sample_idx = self._locate(idx)
+        return self.datasets[dataset_idx].pull_item(sample_idx)
+
+    def load_anno(self, idx):
+        dataset_idx, sample_idx = self._locate(idx)
+        return self.datasets[dataset_idx].load_anno(sample_idx)
+
+
+class MixConcatDataset(ConcatDataset):
+    """ConcatDataset whose items may be (mosaic, index) pairs, as YoloBatchSampler yields them."""
+
+    def __getitem__(self, index):
+        if not isinstance(index, (int, np.integer)):
+            idx = index[1]
+            dataset_idx, sample_idx = self._locate(idx)
+            return self.datasets[dataset_idx][(index[0], sample_idx)]
+        dataset_idx, sample_idx = self._locate(index)
+        return self.datasets[dataset_idx][sample_idx]
+
+
+class Dataset(torchDataset):
+    """A torch Dataset with an `input_dim` that can be changed on the fly, and the (mosaic, index) protocol."""
+
+    def __init__(self, input_dimension, mosaic=True):
+        super().__init__()
+        self.__input_dim = input_dimension[:2]
+        self.enable_mosaic = mosaic
+
+    @property
+    def input_dim(self):
+        """(h, w) the samples are produced at; `_input_dim`, when set, overrides the constructor's."""
+        if hasattr(self, "_input_dim"):
+            return self._input_dim
+        return self.__input_dim
+
+    @staticmethod
+    def mosaic_getitem(getitem_fn):
+        """Decorate __getitem__ so it accepts (mosaic_flag, index) from YoloBatchSampler as well as a plain index."""
+
+        @wraps(getitem_fn)
+        def wrapper(self, index):
+            if isinstance(index, (tuple, list)):
+                self.enable_mosaic = index[0]
+                index = index[1]
+            return getitem_fn(self, int(index))
+
+        return wrapper
+
+
+def cache_read_img(use_cache=True):
+    """Decorate read_img(self, index) so it returns a copy of the cached image when the dataset is cached."""
+
+    def decorator(read_img_fn):
+        @wraps(read_img_fn)
+        def wrapper(self, index, use_cache=use_cache):
+            cache = getattr(self, "_image_cache", None)
+            if use_cache and cache is not None:
+                return cache.get(index).copy()
+            return read_img_fn(self, index)
+
+        return wrapper
+
+    return decorator
+
+
+class CacheDataset(Dataset, metaclass=ABCMeta):
+    """A dataset of images resized to img_size, optionally cached once in RAM or on disk (`cache`, `cache_type`).
+
+    Subclasses give `_image_paths()` (absolute file names), `_resized_shapes()` ((N, 2) h, w after the resize) and
+    `load_resized_img(index)` (decode + resize, CorruptImageError when it cannot). `on_corrupt_image` chooses
+    what an unreadable image does: "raise" (the default) or "skip" (another image takes its place, counted in the log).
+    """
+
+    def __init__(
+        self,
+        input_dimension,
+        num_imgs=None,
+        data_dir=None,
+        cache_dir_name=None,
+        path_filename=None,
+        cache=False,
+        cache_type="ram",
+        on_corrupt_image="raise",
+    ):
+        super().__init__(input_dimension)
+        if on_corrupt_image not in CORRUPT_IMAGE_POLICIES:
+            raise ValueError(
+                f"on_corrupt_image={on_corrupt_image!r} is not supported; choose one of {CORRUPT_IMAGE_POLICIES}"
+            )
+        self.on_corrupt_image = on_corrupt_image
+        self.num_skipped_images = 0
+        self._bad_indices = set()
+        if isinstance(cache, str):  # accept cache="ram" / "disk" as well as cache=True, cache_type=...
+            cache, cache_type = True, cache
+        self.cache = bool(cache)
+        self.cache_type = cache_type
+        self._image_cache = None
+        self.cache_dir = os.path.join(data_dir, "cache", cache_dir_name) if data_dir and cache_dir_name else None
+        self.path_filename = path_filename
+        if self.cache:
+            self.cache_images(num_imgs=num_imgs, data_dir=data_dir, cache_dir_name=cache_dir_name)
+
+    @abstractmethod
+    def _image_paths(self):
+        """Absolute path of every image, in index order."""
+
+    @abstractmethod
+    def _resized_shapes(self):
+        """(N, 2) array of each image's (h, w) after resizing to img_size."""
+
+    @abstractmethod
+    def load_resized_img(self, index):
+        """Decode image `index` and resize it to fit img_size; CorruptImageError when it cannot."""
+
+    @abstractmethod
+    def read_img(self, index):
+        """The resized image `index`, from the cache when there is one (a copy the caller may change)."""
+
+    # ------------------------------------------------------------------ caching
+    def cache_images(self, num_imgs=None, data_dir=None, cache_dir_name=None):
+        what = f"{len(self)} images of {self.cache_dir or data_dir} at {tuple(self.input_dim)}"
+        cache_dir = self.cache_dir
+        if self.cache_type == "disk" and cache_dir is None:
+            raise ValueError("a disk cache needs data_dir and cache_dir_name to know where to write")
+        fingerprint = fingerprint_images(self._image_paths(), self.input_dim) if self.cache_type == "disk" else None
+        image_cache = ImageCache(self._resized_shapes(), self.cache_type, cache_dir, fingerprint)
+        if not image_cache.try_open_existing():
+            image_cache.check_fits(what)
+            image_cache.fill(self._load_for_cache, what)
+        self._image_cache = image_cache
+        self._bad_indices = set(np.flatnonzero(image_cache.bad).tolist())
+        if self._bad_indices:
+            logger.warning(
+                f"{len(self._bad_indices)} unreadable image(s) skipped while caching (on_corrupt_image='skip'); "
+                f"first: {self._image_paths()[min(self._bad_indices)]}"
+            )
+
+    def _load_for_cache(self, index):
+        try:
+            return self.load_resized_img(index)
+        except CorruptImageError as e:
+            if self.on_corrupt_image == "raise":
+                raise
+            logger.warning(f"skipping: {e}")
+            return None
+
+    # ------------------------------------------------------------------ reading with the corrupt-image policy
+    def _cached_view(self, index):
+        """Read-only resized image from the cache (no copy), or None without a cache."""
+        if self._image_cache is None:
+            return None
+        return self._image_cache.get(index)
+
+    def read_img_checked(self, index, copy=True):
+        """(index, image): image `index`, or with on_corrupt_image="skip" the next readable one after it.
+
+        copy=False may return a read-only view of the cache (for callers that never write into it).
+        """
+        n = len(self)
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._bad_indices:
+                continue
+            view = self._cached_view(i)
+            if view is not None:
+                return i, (view.copy() if copy else view)
+            try:
+                return i, self.read_img(i)
+            except CorruptImageError as e:
+                if self.on_corrupt_image == "raise":
+                    raise
+                self._bad_indices.add(i)
+                self.num_skipped_images += 1
+                logger.warning(
+                    f"skipping: {e} ({self.num_skipped_images} image(s) skipped so far in process {os.getpid()}; "
+                    "on_corrupt_image='skip')"
+                )
+        raise CorruptImageError(f"none of the {n} images of {self.cache_dir or 'the dataset'} could be read")

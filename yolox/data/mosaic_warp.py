@@ -1,0 +1,138 @@
+"""Fast Mosaic/MixUp rendering: each source image is warped straight into the output, in uint8, without copies.
+
+The official builds a 2x canvas, pastes four resized images and warps the whole canvas, then builds the MixUp
+image with two resizes, a flip, a zero pad and a crop, and blends in float32. Every one of those steps is an affine
+map of pixel coordinates, so each source image goes through a single composed warp here, and the 50/50 blend is
+the exact integer floor((a + b) / 2) of the official float blend. Same geometry, up to interpolation.
+"""
+import cv2
+import numpy as np
+
+__all__ = [
+    "resize_map",
+    "mosaic_tile_matrix",
+    "warp_mosaic_tiles",
+    "mixup_inverse_matrix",
+    "blend_mixup_into",
+]
+
+_GRAY = (114, 114, 114)
+
+
+def resize_map(src_len, dst_len):
+    """(a, b) with src = a * dst + b: where cv2.resize (INTER_LINEAR) samples the source for a destination pixel."""
+    f = src_len / dst_len
+    return f, 0.5 * f - 0.5
+
+
+def mosaic_tile_matrix(M, src_hw, resized_hw, large, small, crop_origin):
+    """(2, 3) matrix from the local pixel coordinates of a source crop to the output, through the mosaic canvas.
+
+    M: (2, 3) canvas -> output affine. src_hw: source image (h0, w0); resized_hw: (h, w) it is resized to in the
+    canvas; large / small: the tile's canvas rect and resized-image rect (x1, y1, x2, y2) of get_mosaic_coordinate;
+    crop_origin: (x, y) of the crop's pixel (0, 0) in the source.
+    """
+    ax, bx = resize_map(src_hw[1], resized_hw[1])  # source x = ax * resized x + bx
+    ay, by = resize_map(src_hw[0], resized_hw[0])
+    # canvas x = resized x + pad = (source x - bx) / ax + pad, source x = local x + crop x
+    kx, ky = 1.0 / ax, 1.0 / ay
+    cx = (crop_origin[0] - bx) / ax + large[0] - small[0]
+    cy = (crop_origin[1] - by) / ay + large[1] - small[1]
+    local_to_canvas = np.array([[kx, 0.0, cx], [0.0, ky, cy]])
+    A = M[:, :2] @ local_to_canvas  # (2, 3): linear part composed, translation column follows
+    A[:, 2] += M[:, 2]
+    return A
+
+
+def _source_crop(small, src_hw, resized_hw):
+    """Source pixel range [x0, x1) x [y0, y1) that the resized rect `small` was sampled from."""
+    fx, fy = src_hw[1] / resized_hw[1], src_hw[0] / resized_hw[0]
+    x0 = min(max(int(round(small[0] * fx)), 0), src_hw[1])
+    x1 = min(max(int(round(small[2] * fx)), 0), src_hw[1])
+    y0 = min(max(int(round(small[1] * fy)), 0), src_hw[0])
+    y1 = min(max(int(round(small[3] * fy)), 0), src_hw[0])
+    return x0, y0, x1, y1
+
+
+def warp_mosaic_tiles(out, tiles, M):
+    """Draw the mosaic of `tiles` warped by M into `out` (H, W, 3) uint8, which holds 114 where nothing is drawn.
+
+    tiles: [(image (h0, w0, 3) uint8, resized (h, w), large rect, small rect)] in the official order.
+    Each tile's crop gets a 1-pixel replicated border, so the half-pixel strips at tile edges, where the official
+    blends neighbouring canvas pixels, are drawn too (no gray seams); later tiles overwrite, like later pastes.
+    """
+    dsize = (out.shape[1], out.shape[0])
+    for img, resized_hw, large, small in tiles:
+        x0, y0, x1, y1 = _source_crop(small, img.shape[:2], resized_hw)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        crop = cv2.copyMakeBorder(img[y0:y1, x0:x1], 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+        A = mosaic_tile_matrix(M, img.shape[:2], resized_hw, large, small, (x0 - 1, y0 - 1))
+        # warpAffine visits every destination pixel: give it only the tile's bounding box in the output
+        ox0, oy0, ox1, oy1 = _output_bbox(A, crop.shape[1], crop.shape[0], dsize)
+        if ox1 <= ox0 or oy1 <= oy0:
+            continue
+        A[:, 2] -= (ox0, oy0)
+        cv2.warpAffine(
+            crop,
+            A,
+            (ox1 - ox0, oy1 - oy0),
+            dst=out[oy0:oy1, ox0:ox1],
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_TRANSPARENT,
+        )
+    return out
+
+
+def _output_bbox(A, w, h, dsize):
+    """Integer (x0, y0, x1, y1) of the output pixels that a w x h source warped by A can touch, inside dsize."""
+    corners = np.array([[-0.5, -0.5, 1.0], [w - 0.5, -0.5, 1.0], [-0.5, h - 0.5, 1.0], [w - 0.5, h - 0.5, 1.0]])
+    pts = corners @ A.T  # (4, 2) output positions of the source's outer pixel edges
+    x0 = max(int(np.floor(pts[:, 0].min())), 0)
+    y0 = max(int(np.floor(pts[:, 1].min())), 0)
+    x1 = min(int(np.ceil(pts[:, 0].max())) + 1, dsize[0])
+    y1 = min(int(np.ceil(pts[:, 1].max())) + 1, dsize[1])
+    return x0, y0, x1, y1
+
+
+def mixup_inverse_matrix(src_hw, input_hw, jit_hw, offset, flip):
+    """(2, 3) output -> source matrix of the official MixUp image, and the (w, h) of its non-zero part.
+
+    The official letterboxes the source into input_hw (resized to int(w0 * r) x int(h0 * r) on 114), resizes that
+    canvas to jit_hw, flips it if `flip`, pads it with zeros and crops the output size at `offset` (x, y).
+    """
+    h0, w0 = src_hw
+    H, W = input_hw
+    oh, ow = jit_hw
+    r = min(H / h0, W / w0)
+    hr, wr = int(h0 * r), int(w0 * r)
+    # source = (jittered + 0.5) * k - 0.5 along each axis (two cv2 resizes composed)
+    kx = (W / ow) * (w0 / wr)
+    ky = (H / oh) * (h0 / hr)
+    xo, yo = offset
+    if flip:  # jittered x = ow - 1 - (x + xo)
+        row_x = [-kx, 0.0, kx * (ow - 1 - xo + 0.5) - 0.5]
+    else:
+        row_x = [kx, 0.0, kx * (xo + 0.5) - 0.5]
+    row_y = [0.0, ky, ky * (yo + 0.5) - 0.5]
+    return np.array([row_x, row_y]), (ow - xo, oh - yo)
+
+
+def blend_mixup_into(out, src, B, content_wh):
+    """out = floor((out + mixup) / 2) in place; the MixUp image is src sampled through B (output -> source) inside
+    the content rect [0, w) x [0, h) (114 around the letterboxed source) and zero outside it, as officially."""
+    H, W = out.shape[:2]
+    rw, rh = min(W, content_wh[0]), min(H, content_wh[1])
+    if rw > 0 and rh > 0:
+        mix = cv2.warpAffine(
+            src, B, (rw, rh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=_GRAY
+        )  # (rh, rw, 3)
+        region = out[:rh, :rw]
+        half_diff = np.bitwise_xor(region, mix)
+        half_diff >>= 1
+        np.bitwise_and(region, mix, out=region)
+        region += half_diff  # (a & b) + ((a ^ b) >> 1) == (a + b) // 2 without overflow
+    # blending with the zero padding halves the pixel
+    out[rh:] >>= 1
+    out[:rh, rw:] >>= 1
+    return out

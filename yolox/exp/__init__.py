@@ -1,0 +1,4 @@
+"""Experiments: BaseExp, the YOLOX Exp with its factories, and get_exp to load one by file or by name."""
+from .base_exp import BaseExp
+from .build import get_exp, get_exp_by_file, get_exp_by_name
+from .yolox_base import Exp, check_exp_value

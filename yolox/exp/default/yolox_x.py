@@ -1,0 +1,9 @@
+"""YOLOX-X: depth 1.33, width 1.25, trained at 640."""
+from yolox.exp.yolox_base import Exp as MyExp
+
+
+class Exp(MyExp):
+    def __init__(self):
+        super().__init__()
+        self.depth = 1.33
+        self.width = 1.25

@@ -1,0 +1,8 @@
+"""Utilities shared by the whole package; yolox.utils imports nothing else from yolox."""
+from .boxes import *
+from .lr_scheduler import *
+from .model_utils import *
+from .checkpoint import *
+from .dist import *
+from .visualize import *
+from .profiler import *

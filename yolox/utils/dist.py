@@ -1,0 +1,102 @@
+"""Process-group helpers (official YOLOX names) that also work with no torch.distributed at all.
+
+Everything degrades to the single-process answer when the default group is not initialised.
+"""
+import functools
+import time
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "is_dist_avail_and_initialized",
+    "get_world_size",
+    "get_rank",
+    "get_local_rank",
+    "get_local_size",
+    "is_main_process",
+    "synchronize",
+    "all_gather",
+    "gather",
+    "time_synchronized",
+]
+
+# Set by the launcher when it spawns one process per device; None means "not launched".
+_LOCAL_PROCESS_GROUP = None
+
+
+def is_dist_avail_and_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist_avail_and_initialized() else 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist_avail_and_initialized() else 0
+
+
+def get_local_rank() -> int:
+    """Rank within this machine (the launcher sets the local group); the global rank otherwise."""
+    if _LOCAL_PROCESS_GROUP is None or not is_dist_avail_and_initialized():
+        return get_rank()
+    return dist.get_rank(group=_LOCAL_PROCESS_GROUP)
+
+
+def get_local_size() -> int:
+    if _LOCAL_PROCESS_GROUP is None or not is_dist_avail_and_initialized():
+        return get_world_size()
+    return dist.get_world_size(group=_LOCAL_PROCESS_GROUP)
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def synchronize() -> None:
+    """Barrier across all processes; a no-op for a single process."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+@functools.lru_cache()
+def _cpu_group():
+    """A gloo group for pickled objects: NCCL cannot move CPU byte tensors."""
+    if dist.get_backend() == "nccl":
+        return dist.new_group(backend="gloo")
+    return dist.group.WORLD
+
+
+def all_gather(data, group=None) -> list:
+    """Every process gets the list of every process's picklable `data`, ordered by rank."""
+    if get_world_size() == 1:
+        return [data]
+    group = group if group is not None else _cpu_group()
+    if dist.get_world_size(group) == 1:
+        return [data]
+    out = [None] * dist.get_world_size(group)
+    dist.all_gather_object(out, data, group=group)
+    return out
+
+
+def gather(data, dst: int = 0, group=None) -> list:
+    """Rank `dst` gets the list of every process's picklable `data`; the other ranks get []."""
+    if get_world_size() == 1:
+        return [data]
+    group = group if group is not None else _cpu_group()
+    if dist.get_world_size(group) == 1:
+        return [data]
+    # dst is a global rank; the gloo group spans every rank, so it is also the rank within the group.
+    rank = dist.get_rank(group=group)
+    out = [None] * dist.get_world_size(group) if rank == dst else None
+    dist.gather_object(data, out, dst=dst, group=group)
+    return out if rank == dst else []
+
+
+def time_synchronized() -> float:
+    """Wall time after the pending CUDA work is done, so that timings measure the kernels, not the launches."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.time()
+
