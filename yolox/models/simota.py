@@ -80,22 +80,23 @@ def in_centre_prior(gt_cx, gt_cy, anchor_cx, anchor_cy, anchor_stride, radius=CE
 
 
 def pairwise_iou_cxcywh(a, b):
-    """IoU of (cx, cy, w, h) boxes `a` (..., 4) and `b` (..., 4), broadcast; zero where the boxes do not overlap."""
+    """IoU of (cx, cy, w, h) boxes `a` (..., 4) and `b` (..., 4), broadcast; zero where the boxes do not overlap.
+
+    Every mode calls this one function (in-place steps only reuse buffers), so equal boxes give bit-equal IoUs.
+    """
     a_x1, a_x2 = a[..., 0] - a[..., 2] / 2, a[..., 0] + a[..., 2] / 2
     a_y1, a_y2 = a[..., 1] - a[..., 3] / 2, a[..., 1] + a[..., 3] / 2
     b_x1, b_x2 = b[..., 0] - b[..., 2] / 2, b[..., 0] + b[..., 2] / 2
     b_y1, b_y2 = b[..., 1] - b[..., 3] / 2, b[..., 1] + b[..., 3] / 2
-    tl_x, tl_y = torch.maximum(a_x1, b_x1), torch.maximum(a_y1, b_y1)
-    br_x, br_y = torch.minimum(a_x2, b_x2), torch.minimum(a_y2, b_y2)
-    inter = (br_x - tl_x).clamp(min=0) * (br_y - tl_y).clamp(min=0)
-    area_a = a[..., 2] * a[..., 3]
-    area_b = b[..., 2] * b[..., 3]
-    return inter / (area_a + area_b - inter)
+    inter = torch.minimum(a_x2, b_x2).sub_(torch.maximum(a_x1, b_x1)).clamp_(min=0)  # overlap width
+    inter.mul_(torch.minimum(a_y2, b_y2).sub_(torch.maximum(a_y1, b_y1)).clamp_(min=0))  # x overlap height
+    union = (a[..., 2] * a[..., 3]) + (b[..., 2] * b[..., 3])
+    return inter.div_(union.sub_(inter))
 
 
 def candidate_scores(cls_logits, obj_logits):
     """p = sqrt(sigmoid(cls) * sigmoid(obj)) in float32 with autocast off: (..., C, K) and (..., C) -> (..., C, K)."""
-    return (cls_logits.float().sigmoid() * obj_logits.float().sigmoid().unsqueeze(-1)).sqrt()
+    return cls_logits.float().sigmoid().mul_(obj_logits.float().sigmoid().unsqueeze(-1)).sqrt_()
 
 
 def class_cost_reference(p, gt_classes, num_classes):
@@ -120,10 +121,11 @@ def class_cost_decomposed(p, gt_classes):
     """
     n, C, K = p.shape
     G = gt_classes.shape[-1]
-    base = -torch.log1p(-p).clamp(min=BCE_LOG_CLAMP).sum(-1)  # (n, C) cost if every class were negative
+    base = p.neg().log1p_().clamp_(min=BCE_LOG_CLAMP).sum(-1).neg_()  # (n, C) cost if every class were negative
     idx = torch.arange(C, device=p.device) * K + gt_classes.long().unsqueeze(-1)  # (n, G, C) into p viewed (n, C*K)
     p_gt = torch.gather(p.reshape(n, C * K), 1, idx.reshape(n, G * C)).view(n, G, C)  # score for the gt's class
-    return base.unsqueeze(1) + torch.log1p(-p_gt).clamp(min=BCE_LOG_CLAMP) - torch.log(p_gt).clamp(min=BCE_LOG_CLAMP)
+    cost = p_gt.neg().log1p_().clamp_(min=BCE_LOG_CLAMP).add_(base.unsqueeze(1))  # + log(1 - p_c)
+    return cost.sub_(p_gt.log_().clamp_(min=BCE_LOG_CLAMP))  # - log(p_c)
 
 
 COST_RESOLUTION = 1024  # costs are compared on a 1/1024 grid (see cost_key)
@@ -155,8 +157,8 @@ def cost_key(cls_cost, ious, penalty):
     mode, so all modes pick the same anchors. cls_cost, ious: (..., G, C) float32. Returns (..., G, C) int64.
     """
     C = cls_cost.shape[-1]
-    inner = cls_cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8) + penalty
-    return torch.round(inner * COST_RESOLUTION).long() * C + torch.arange(C, device=inner.device)
+    inner = torch.add(ious, 1e-8).log_().mul_(-IOU_COST_WEIGHT).add_(cls_cost).add_(penalty)  # cost, outside = 1e6
+    return inner.mul_(COST_RESOLUTION).round_().long().mul_(C).add_(torch.arange(C, device=inner.device))
 
 
 def dynamic_k(ious):
