@@ -202,8 +202,10 @@ def simota_match(key, ious, invalid_from):
     return claims > 0, matched, matched_iou
 
 
-def _finish(fg, matched_gt, matched_iou, gt_classes, num_gts):
-    """Assignment from per-anchor (B, A) results; entries off the positives are zeroed."""
+def _finish(fg, matched_gt, matched_iou, gt_classes, num_gts, matched_cls=None):
+    """Assignment from per-anchor (B, A) results; entries off the positives are zeroed (unless already zero)."""
+    if matched_cls is not None:
+        return Assignment(fg, matched_gt, matched_cls, matched_iou, num_gts)
     matched_gt = torch.where(fg, matched_gt, torch.zeros_like(matched_gt))
     cls = torch.gather(gt_classes.long(), 1, matched_gt)  # (B, A)
     zero = torch.zeros((), dtype=matched_iou.dtype, device=matched_iou.device)
@@ -438,6 +440,7 @@ def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_
     fg = torch.zeros(B, A + 1, dtype=torch.bool, device=device)  # last column collects padding
     matched_gt = torch.zeros(B, A + 1, dtype=torch.long, device=device)
     matched_iou = torch.zeros(B, A + 1, dtype=torch.float32, device=device)
+    matched_cls = torch.zeros(B, A + 1, dtype=torch.long, device=device)
     S = slot_idx.shape[-1]
     pad_gt = torch.tensor(PAD_GT_BOX, device=device)
     pad_pred = torch.tensor(PAD_PRED_BOX, device=device)
@@ -457,7 +460,7 @@ def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_
         gts = torch.where(g_ok.unsqueeze(-1), gts, pad_gt)
         g_cls = torch.gather(gt_classes[imgs].long(), 1, rows)  # (n, G)
         flat = (imgs.unsqueeze(1) * A + anchors).reshape(-1)  # (n*C,) index into (B*A)
-        preds = pred_boxes.reshape(B * A, 4)[flat].float().view(n, C, 4)
+        preds = pred_boxes.reshape(B * A, 4).index_select(0, flat).float().view(n, C, 4)
         preds = torch.where(c_ok.unsqueeze(-1), preds, pad_pred)
 
         # penalty: 0 inside the centre prior, out_cost outside, >= never for padding; the inside pairs come from
@@ -475,17 +478,19 @@ def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_
 
         ious = pairwise_iou_cxcywh(gts.unsqueeze(2), preds.unsqueeze(1))  # (n, G, C), 0 for padding
         with torch.autocast(device_type=device.type, enabled=False):
-            p = candidate_scores(cls_logits.reshape(B * A, K)[flat].view(n, C, K),
-                                 obj_logits.reshape(B * A)[flat].view(n, C))  # (n, C, K)
+            p = candidate_scores(cls_logits.reshape(B * A, K).index_select(0, flat).view(n, C, K),
+                                 obj_logits.reshape(B * A).index_select(0, flat).view(n, C))  # (n, C, K)
             cls_cost = class_cost_decomposed(p, g_cls)  # (n, G, C)
         key = cost_key(cls_cost, ious, penalty)  # (n, G, C)
         fg_c, match_c, iou_c = simota_match(key, ious, invalid_key_floor(K, C))  # (n, C)
-        target = torch.where(c_ok, anchors, torch.full_like(anchors, A))  # padding -> spare column
+        # write the positives only (padding and negatives go to the spare column): outputs stay zero elsewhere
+        target = torch.where(fg_c & c_ok, anchors, torch.full_like(anchors, A))  # (n, C)
         img_col = imgs.unsqueeze(1)
-        fg[img_col, target] = fg_c & c_ok
+        fg[img_col, target] = True
         matched_gt[img_col, target] = torch.gather(rows, 1, match_c)
+        matched_cls[img_col, target] = torch.gather(g_cls, 1, match_c)
         matched_iou[img_col, target] = iou_c
-    return _finish(fg[:, :A], matched_gt[:, :A], matched_iou[:, :A], gt_classes, num_gts)
+    return _finish(fg[:, :A], matched_gt[:, :A], matched_iou[:, :A], gt_classes, num_gts, matched_cls[:, :A])
 
 
 # ----------------------------------------------------------------------------------------------------------
