@@ -6,6 +6,16 @@ from .network_blocks import BaseConv, CSPLayer, DWConv, Focus, ResLayer, SPPBott
 __all__ = ["CSPDarknet", "Darknet"]
 
 
+def _run_stages(backbone, x):
+    """Run stem, dark2 ... dark5 in order; return {name: output} for the names in backbone.out_features."""
+    outputs = {}
+    for name in ("stem", "dark2", "dark3", "dark4", "dark5"):
+        x = getattr(backbone, name)(x)
+        if name in backbone.out_features:
+            outputs[name] = x
+    return outputs
+
+
 class Darknet(nn.Module):
     """Darknet-21 / Darknet-53 returning the features named in `out_features`."""
 
@@ -50,11 +60,7 @@ class Darknet(nn.Module):
         ]
 
     def forward(self, x):
-        outputs = {}
-        for name in ("stem", "dark2", "dark3", "dark4", "dark5"):
-            x = getattr(self, name)(x)
-            outputs[name] = x
-        return {k: v for k, v in outputs.items() if k in self.out_features}
+        return _run_stages(self, x)
 
 
 class CSPDarknet(nn.Module):
@@ -90,8 +96,4 @@ class CSPDarknet(nn.Module):
         )
 
     def forward(self, x):
-        outputs = {}
-        for name in ("stem", "dark2", "dark3", "dark4", "dark5"):
-            x = getattr(self, name)(x)
-            outputs[name] = x
-        return {k: v for k, v in outputs.items() if k in self.out_features}
+        return _run_stages(self, x)

@@ -5,13 +5,12 @@ Labels live in flat numpy arrays (no per-image Python objects), so DataLoader wo
 import json
 import os
 
-import cv2
 import numpy as np
 from loguru import logger
 from pycocotools.coco import COCO
 
 from ..dataloading import DATASETS_README, get_yolox_datadir
-from .datasets_wrapper import CacheDataset, CorruptImageError, Dataset
+from .datasets_wrapper import CacheDataset, Dataset, read_image_file
 
 __all__ = ["COCODataset", "remove_useless_info"]
 
@@ -219,35 +218,10 @@ class COCODataset(CacheDataset):
     def _image_paths(self):
         return [os.path.join(self.data_dir, p) for p in self.path_filename]
 
-    def _resized_shapes(self):
-        return self._resized_hw
-
     def load_image(self, index):
         img_file = os.path.join(self.data_dir, self.name, str(self._file_names[index]))
-        where = f"image id {int(self.ids[index])} of {self.ann_path}"
-        if not os.path.isfile(img_file):
-            raise CorruptImageError(f"image file not found: {img_file} ({where})")
-        img = cv2.imread(img_file)
-        if img is None:
-            raise CorruptImageError(f"cannot decode image {img_file} ({where}): corrupt or not an image file")
-        h, w = self._img_hw[index]
-        if img.shape[:2] != (h, w):
-            raise CorruptImageError(
-                f"image {img_file} is {img.shape[1]}x{img.shape[0]} but {self.ann_path} says {w}x{h} "
-                f"(image id {int(self.ids[index])}); fix 'width'/'height' in the json"
-            )
-        return img
-
-    def load_resized_img(self, index):
-        img = self.load_image(index)
-        h, w = self._resized_hw[index]
-        if (h, w) == img.shape[:2]:
-            return img
-        return cv2.resize(img, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
-
-    def read_img(self, index):
-        cached = self._cached_view(index)
-        return cached.copy() if cached is not None else self.load_resized_img(index)
+        return read_image_file(img_file, self._img_hw[index], f"image id {int(self.ids[index])} of {self.ann_path}",
+                               "fix 'width'/'height' in the json")
 
     def pull_item(self, index, copy=True):
         """(img resized to img_size, labels (n, 5) x1y1x2y2+class, (orig h, orig w), np.array([image id])).

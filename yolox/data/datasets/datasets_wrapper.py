@@ -4,6 +4,7 @@ import os
 from abc import ABCMeta, abstractmethod
 from functools import wraps
 
+import cv2
 import numpy as np
 from loguru import logger
 from torch.utils.data.dataset import ConcatDataset as torchConcatDataset
@@ -110,11 +111,25 @@ def cache_read_img(use_cache=True):
     return decorator
 
 
+def read_image_file(img_file, expected_hw, where, size_fix):
+    """Decode `img_file` (BGR) and check it has the (h, w) its annotation says; CorruptImageError naming the file,
+    `where` it is referenced and, for a size mismatch, `size_fix` (what to correct)."""
+    if not os.path.isfile(img_file):
+        raise CorruptImageError(f"image file not found: {img_file} ({where})")
+    img = cv2.imread(img_file, cv2.IMREAD_COLOR)
+    if img is None:
+        raise CorruptImageError(f"cannot decode image {img_file} ({where}): corrupt or not an image file")
+    h, w = expected_hw
+    if img.shape[:2] != (h, w):
+        raise CorruptImageError(f"image {img_file} is {img.shape[1]}x{img.shape[0]} but {where} says {w}x{h}; {size_fix}")
+    return img
+
+
 class CacheDataset(Dataset, metaclass=ABCMeta):
     """A dataset of images resized to img_size, optionally cached once in RAM or on disk (`cache`, `cache_type`).
 
-    Subclasses give `_image_paths()` (absolute file names), `_resized_shapes()` ((N, 2) h, w after the resize) and
-    `load_resized_img(index)` (decode + resize, CorruptImageError when it cannot). `on_corrupt_image` chooses
+    Subclasses give `_image_paths()` (absolute file names), `_resized_hw` ((N, 2) h, w after the resize) and
+    `load_image(index)` (decode, CorruptImageError when it cannot; see `read_image_file`). `on_corrupt_image` chooses
     what an unreadable image does: "raise" (the default) or "skip" (another image takes its place, counted in the log).
     """
 
@@ -152,16 +167,25 @@ class CacheDataset(Dataset, metaclass=ABCMeta):
         """Absolute path of every image, in index order."""
 
     @abstractmethod
-    def _resized_shapes(self):
-        """(N, 2) array of each image's (h, w) after resizing to img_size."""
+    def load_image(self, index):
+        """Decode image `index` at its original size; CorruptImageError when it cannot."""
 
-    @abstractmethod
+    def _resized_shapes(self):
+        """(N, 2) array of each image's (h, w) after resizing to img_size (subclasses fill `_resized_hw`)."""
+        return self._resized_hw
+
     def load_resized_img(self, index):
         """Decode image `index` and resize it to fit img_size; CorruptImageError when it cannot."""
+        img = self.load_image(index)
+        h, w = self._resized_hw[index]
+        if (h, w) == img.shape[:2]:
+            return img
+        return cv2.resize(img, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
 
-    @abstractmethod
     def read_img(self, index):
         """The resized image `index`, from the cache when there is one (a copy the caller may change)."""
+        cached = self._cached_view(index)
+        return cached.copy() if cached is not None else self.load_resized_img(index)
 
     # ------------------------------------------------------------------ caching
     def cache_images(self, num_imgs=None, data_dir=None, cache_dir_name=None):

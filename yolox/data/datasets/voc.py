@@ -5,12 +5,11 @@
 import os
 import xml.etree.ElementTree as ET
 
-import cv2
 import numpy as np
 from loguru import logger
 
 from ..dataloading import DATASETS_README
-from .datasets_wrapper import CacheDataset, CorruptImageError, Dataset
+from .datasets_wrapper import CacheDataset, Dataset, read_image_file
 from .voc_classes import VOC_CLASSES
 
 __all__ = ["VOCDetection", "AnnotationTransform"]
@@ -188,34 +187,9 @@ class VOCDetection(CacheDataset):
     def _image_paths(self):
         return [self._imgpath % img_id for img_id in self.ids]
 
-    def _resized_shapes(self):
-        return self._resized_hw
-
     def load_image(self, index):
-        img_file = self._imgpath % self.ids[index]
-        if not os.path.isfile(img_file):
-            raise CorruptImageError(f"image file not found: {img_file} (listed in the VOC image set)")
-        img = cv2.imread(img_file, cv2.IMREAD_COLOR)
-        if img is None:
-            raise CorruptImageError(f"cannot decode image {img_file}: corrupt or not an image file")
-        h, w = self._img_hw[index]
-        if img.shape[:2] != (h, w):
-            raise CorruptImageError(
-                f"image {img_file} is {img.shape[1]}x{img.shape[0]} but {self._annopath % self.ids[index]} "
-                f"says {w}x{h}; fix <size> in the XML"
-            )
-        return img
-
-    def load_resized_img(self, index):
-        img = self.load_image(index)
-        h, w = self._resized_hw[index]
-        if (h, w) == img.shape[:2]:
-            return img
-        return cv2.resize(img, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
-
-    def read_img(self, index):
-        cached = self._cached_view(index)
-        return cached.copy() if cached is not None else self.load_resized_img(index)
+        return read_image_file(self._imgpath % self.ids[index], self._img_hw[index],
+                               f"{self._annopath % self.ids[index]} (VOC image set)", "fix <size> in the XML")
 
     def pull_item(self, index, copy=True):
         """(img resized to img_size, labels (n, 5) x1y1x2y2+class, (orig h, orig w), index)."""
