@@ -11,11 +11,11 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..models.simota import SIMOTA_MODES
 from .base_exp import BaseExp
 
 __all__ = ["Exp", "check_exp_value", "SIMOTA_MODES"]
 
-SIMOTA_MODES = ("loop", "packed", "batched")
 
 
 def _import_from(module_name, *names):
