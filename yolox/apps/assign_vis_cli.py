@@ -1,0 +1,84 @@
+"""The command line of tools/visualize_assign.py: SimOTA's assignment drawn on real images of the Exp's data."""
+import argparse
+import os
+
+import cv2
+import torch
+from loguru import logger
+
+from yolox.utils import load_model_weights
+
+from .assign_vis import assign_image, chw_to_bgr, draw_assignment
+from .predictor import resolve_device
+
+__all__ = ["make_parser", "assignment_dataset", "run_assign_vis_cli"]
+
+
+def make_parser():
+    parser = argparse.ArgumentParser("YOLOX assignment visualizer")
+    parser.add_argument("-expn", "--experiment-name", type=str, default=None)
+    parser.add_argument("-n", "--name", type=str, default=None, help="model name")
+    parser.add_argument("-f", "--exp_file", default=None, type=str, help="please input your experiment description file")
+    parser.add_argument("-c", "--ckpt", default=None, type=str,
+                        help="checkpoint whose predictions drive the assignment (default: the initial model)")
+    parser.add_argument("-b", "--batch-size", type=int, default=4, help="images per batch")
+    parser.add_argument("--max-batch", type=int, default=1, help="max batch of images to visualize")
+    parser.add_argument("--split", choices=("train", "val"), default="train",
+                        help="images of the training set (at input_size) or the val set (at test_size)")
+    parser.add_argument("--mode", choices=("loop", "packed", "batched"), default=None,
+                        help="SimOTA implementation (default: the Exp's simota_mode)")
+    parser.add_argument("--device", default="cpu", type=str, help="cpu or gpu")
+    parser.add_argument("--output-dir", default=None, type=str,
+                        help="where the pictures go (default <output_dir>/<experiment>/vis_assign)")
+    parser.add_argument("opts", help="Modify config options using the command-line", default=None,
+                        nargs=argparse.REMAINDER)
+    return parser
+
+
+def assignment_dataset(exp, split):
+    """The Exp's dataset of `split`, letterboxed with its labels as (class, cx, cy, w, h), no augmentation."""
+    from yolox.data import TrainTransform
+
+    dataset = exp.get_dataset() if split == "train" else exp.get_eval_dataset()
+    # The plain letterbox of the training transform (no flip, no HSV) keeps the labels, which ValTransform drops.
+    dataset.preproc = TrainTransform(max_labels=200, flip_prob=0.0, hsv_prob=0.0)
+    return dataset
+
+
+def run_assign_vis_cli(argv=None):
+    """Write one picture per image; returns their paths."""
+    from yolox.exp import get_exp
+
+    args = make_parser().parse_args(argv)
+    exp = get_exp(args.exp_file, args.name)
+    exp.merge(args.opts)
+    if not args.experiment_name:
+        args.experiment_name = exp.exp_name
+    out_dir = args.output_dir or os.path.join(exp.output_dir, args.experiment_name, "vis_assign")
+    os.makedirs(out_dir, exist_ok=True)
+
+    device = resolve_device(args.device)
+    model = exp.get_model()
+    if args.ckpt is not None:
+        load_model_weights(model, args.ckpt, num_classes=exp.num_classes)
+        logger.info(f"assignment from the predictions of {args.ckpt}")
+    else:
+        logger.info("no -c given: assignment from the predictions of the initial model (as at the start of training)")
+    model.to(device).eval()
+
+    dataset = assignment_dataset(exp, args.split)
+    n_images = min(len(dataset), args.batch_size * args.max_batch)
+    written = []
+    for i in range(n_images):
+        img, labels, _, img_id = dataset[i]
+        img = torch.as_tensor(img)
+        fg, matched, centres, strides = assign_image(model, img, labels, mode=args.mode)
+        picture = draw_assignment(chw_to_bgr(img), labels, fg, matched, centres, strides)
+        name = "assign_vis_{}_{}.png".format(i // args.batch_size, i % args.batch_size)
+        path = os.path.join(out_dir, name)
+        cv2.imwrite(path, picture)
+        n_gt = int((labels.sum(1) > 0).sum())
+        logger.info(f"{path}: image {int(torch.as_tensor(img_id).reshape(-1)[0])}, {n_gt} gts, "
+                    f"{int(fg.sum())} positive anchors")
+        written.append(path)
+    return written

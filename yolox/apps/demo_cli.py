@@ -1,0 +1,81 @@
+"""The command line of tools/demo.py (official flags): build the model, load weights, run the demo."""
+import argparse
+import os
+import time
+
+from loguru import logger
+
+from yolox.utils import fuse_model, get_model_info, load_model_weights
+
+from .class_names import class_names_for_exp
+from .demo import image_demo, imageflow_demo
+from .predictor import Predictor, resolve_device
+
+__all__ = ["make_parser", "run_demo_cli"]
+
+
+def make_parser():
+    parser = argparse.ArgumentParser("YOLOX Demo!")
+    parser.add_argument("demo", default="image", help="demo type, eg. image, video and webcam")
+    parser.add_argument("-expn", "--experiment-name", type=str, default=None)
+    parser.add_argument("-n", "--name", type=str, default=None, help="model name")
+    parser.add_argument("--path", default="./assets/dog.jpg", help="path to an image, a folder of images or a video")
+    parser.add_argument("--camid", type=int, default=0, help="webcam demo camera id")
+    parser.add_argument("--save_result", action="store_true",
+                        help="whether to save the inference result of image/video")
+    parser.add_argument("-f", "--exp_file", default=None, type=str, help="please input your experiment description file")
+    parser.add_argument("-c", "--ckpt", default=None, type=str, help="ckpt for eval")
+    parser.add_argument("--device", default="cpu", type=str, help="device to run our model, can either be cpu or gpu")
+    parser.add_argument("--conf", default=0.3, type=float, help="test conf")
+    parser.add_argument("--nms", default=0.3, type=float, help="test nms threshold")
+    parser.add_argument("--tsize", default=None, type=int, help="test img size")
+    parser.add_argument("--fp16", dest="fp16", default=False, action="store_true",
+                        help="Adopting mix precision evaluating (GPU only).")
+    parser.add_argument("--legacy", dest="legacy", default=False, action="store_true",
+                        help="To be compatible with older versions")
+    parser.add_argument("--fuse", dest="fuse", default=False, action="store_true", help="Fuse conv and bn for testing.")
+    # No trailing `key value` opts here (as officially): they would swallow every flag after the demo type.
+    return parser
+
+
+def run_demo_cli(argv=None):
+    """Returns the written files (images) or video path; nothing is written without --save_result."""
+    from yolox.exp import get_exp
+
+    args = make_parser().parse_args(argv)
+    if args.demo not in ("image", "video", "webcam"):
+        raise ValueError(f"demo type {args.demo!r} is not one of image, video, webcam")
+    exp = get_exp(args.exp_file, args.name)
+    if not args.experiment_name:
+        args.experiment_name = exp.exp_name
+    file_name = os.path.join(exp.output_dir, args.experiment_name)
+    vis_folder = os.path.join(file_name, "vis_res") if args.save_result else None
+    if vis_folder:
+        os.makedirs(vis_folder, exist_ok=True)
+    logger.info("Args: {}".format(args))
+
+    if args.conf is not None:
+        exp.test_conf = args.conf
+    if args.nms is not None:
+        exp.nmsthre = args.nms
+    if args.tsize is not None:
+        exp.test_size = (args.tsize, args.tsize)
+
+    device = resolve_device(args.device)
+    model = exp.get_model()
+    logger.info("Model Summary: {}".format(get_model_info(model, exp.test_size)))
+    ckpt_file = args.ckpt if args.ckpt is not None else os.path.join(file_name, "best_ckpt.pth")
+    logger.info("loading checkpoint from {}".format(ckpt_file))
+    load_model_weights(model, ckpt_file, num_classes=exp.num_classes)
+    logger.info("loaded checkpoint done.")
+    model.eval()
+    if args.fuse:
+        logger.info("\tFusing model...")
+        model = fuse_model(model)
+
+    predictor = Predictor(model, exp, class_names_for_exp(exp), device=device, fp16=args.fp16, legacy=args.legacy)
+    current_time = time.localtime()
+    if args.demo == "image":
+        return image_demo(predictor, vis_folder, args.path, current_time, args.save_result)
+    return imageflow_demo(predictor, vis_folder, current_time, args.demo, path=args.path, camid=args.camid,
+                          save_result=args.save_result)

@@ -1,0 +1,83 @@
+"""Export a YOLOX model to ONNX or TorchScript, with the head's decoding kept in or left to the deployment side."""
+import inspect
+import os
+import warnings
+
+import torch
+from loguru import logger
+
+__all__ = ["prepare_for_export", "export_onnx", "export_torchscript"]
+
+
+def prepare_for_export(model, decode_in_inference=False):
+    """Eval mode, on the CPU, and the head told whether to decode boxes (False: raw (B, A, 5 + K) outputs, as the
+    official export does, decoded by the deployment code; sigmoid is applied either way)."""
+    model = model.cpu().eval()
+    head = getattr(model, "head", None)
+    if head is None or not hasattr(head, "decode_in_inference"):
+        raise TypeError(f"{type(model).__name__} has no YOLOX head with `decode_in_inference`; cannot export it")
+    head.decode_in_inference = bool(decode_in_inference)
+    return model
+
+
+def export_onnx(model, output_name, input_shape, opset=11, dynamic=False, simplify=True, input_node="images",
+                output_node="output"):
+    """Write `model` (prepared) to the ONNX file `output_name` for inputs of `input_shape` (B, 3, H, W).
+
+    Nodes are named input_node and output_node; dynamic=True makes the batch dimension of both free. The file is checked
+    with onnx.checker, and simplified with onnxsim when that package is installed and simplify is True.
+    """
+    import onnx
+
+    dummy_input = torch.randn(*input_shape)
+    kwargs = dict(
+        input_names=[input_node],
+        output_names=[output_node],
+        dynamic_axes={input_node: {0: "batch"}, output_node: {0: "batch"}} if dynamic else None,
+        opset_version=opset,
+    )
+    # torch >= 2.9 defaults to the torch.export-based exporter, which needs onnxscript; the TorchScript-based one
+    # handles this model and every opset from 11.
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False
+    os.makedirs(os.path.dirname(os.path.abspath(output_name)), exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter is deprecated upstream
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # level sizes become constants: intended
+        torch.onnx.export(model, dummy_input, output_name, **kwargs)
+    onnx_model = onnx.load(output_name)
+    onnx.checker.check_model(onnx_model)
+    logger.info(f"generated onnx model named {output_name}")
+    if simplify:
+        try:
+            from onnxsim import simplify as onnxsim_simplify
+        except ImportError:
+            logger.info("onnxsim is not installed; the ONNX graph is left as exported (pip install onnxsim to simplify)")
+            return output_name
+        model_simp, ok = onnxsim_simplify(onnx_model)
+        if not ok:
+            raise RuntimeError(f"onnxsim could not validate the simplified {output_name}; rerun with --no-onnxsim")
+        onnx.save(model_simp, output_name)
+        logger.info(f"generated simplified onnx model named {output_name}")
+    return output_name
+
+
+def export_torchscript(model, output_name, input_shape):
+    """Trace `model` (prepared) on a random input of `input_shape` (B, 3, H, W) and save the TorchScript module.
+
+    The trace fixes the input size: run the saved module on images of that height and width.
+    """
+    dummy_input = torch.randn(*input_shape)
+    os.makedirs(os.path.dirname(os.path.abspath(output_name)), exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still works
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # level sizes become constants: intended
+        # torch's own re-trace check compares graphs, and the head's cached anchor grid makes the second
+        # graph differ while computing the same thing; compare the outputs instead.
+        mod = torch.jit.trace(model, dummy_input, check_trace=False)
+        expected, got = model(dummy_input), mod(dummy_input)
+        if not torch.allclose(expected, got, rtol=1e-4, atol=1e-4):
+            raise RuntimeError(f"the traced model differs from the model by {(expected - got).abs().max():.3g}")
+        mod.save(output_name)
+    logger.info(f"generated torchscript model named {output_name}")
+    return output_name

@@ -1,0 +1,177 @@
+"""COCO-style evaluation: detections mapped back to the original images and scored by pycocotools."""
+import contextlib
+import copy
+import io
+import json
+import os
+
+import numpy as np
+from loguru import logger
+from tabulate import tabulate
+
+from yolox.utils import is_main_process, xyxy2xywh
+
+from .inference import image_id, run_inference, scale_to_original
+
+__all__ = ["COCOEvaluator", "per_class_AP_table", "per_class_AR_table", "coco_bbox_eval"]
+
+
+def _pairs_table(names, values, headers, columns):
+    """Lay (name, value) pairs side by side, `columns` cells (columns // 2 pairs) per row."""
+    cells = [c for pair in zip(names, values) for c in pair]
+    rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
+    return tabulate(rows, tablefmt="pipe", floatfmt=".3f", headers=list(headers) * (columns // len(headers)),
+                    numalign="left")
+
+
+def per_class_AP_table(coco_eval, class_names, headers=("class", "AP"), colums=6):
+    """AP (IoU 0.50:0.95, all areas, 100 detections) of each category, in percent; nan when it has no gt."""
+    precisions = coco_eval.eval["precision"]  # (T iou, R recall, K cat, A area, M maxdets)
+    assert len(class_names) == precisions.shape[2], "class names must follow the evaluated categories"
+    values = []
+    for k in range(len(class_names)):
+        p = precisions[:, :, k, 0, -1]
+        p = p[p > -1]
+        values.append(float(np.mean(p) * 100) if p.size else float("nan"))
+    return _pairs_table(class_names, values, headers, colums)
+
+
+def per_class_AR_table(coco_eval, class_names, headers=("class", "AR"), colums=6):
+    """AR (IoU 0.50:0.95, all areas, 100 detections) of each category, in percent; nan when it has no gt."""
+    recalls = coco_eval.eval["recall"]  # (T iou, K cat, A area, M maxdets)
+    assert len(class_names) == recalls.shape[1], "class names must follow the evaluated categories"
+    values = []
+    for k in range(len(class_names)):
+        r = recalls[:, k, 0, -1]
+        r = r[r > -1]
+        values.append(float(np.mean(r) * 100) if r.size else float("nan"))
+    return _pairs_table(class_names, values, headers, colums)
+
+
+def coco_bbox_eval(coco_gt, detections):
+    """Run pycocotools' bbox evaluation of `detections` (list of COCO result dicts) against COCO `coco_gt`.
+
+    Returns the finished COCOeval and the text that summarize() printed.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; keep it out of the user's log
+        # loadRes adds keys to the dicts it is given; keep the caller's list as it was.
+        coco_dt = coco_gt.loadRes(copy.deepcopy(list(detections)))
+        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        coco_eval.summarize()
+    return coco_eval, buffer.getvalue()
+
+
+def _merge_batches(results):
+    """Concatenate per-batch (data_list, image_wise) results, keeping each image once: a DistributedSampler pads
+    the ranks' shards by repeating images, and a repeated image's detections would count as false positives."""
+    data_list, output_data, seen = [], {}, set()
+    for batch_list, image_wise in results:
+        batch_ids = {d["image_id"] for d in batch_list} | set(image_wise)
+        data_list.extend(d for d in batch_list if d["image_id"] not in seen)
+        output_data.update({k: v for k, v in image_wise.items() if k not in seen})
+        seen |= batch_ids
+    return data_list, output_data
+
+
+class COCOEvaluator:
+    """COCO AP evaluation of a model over a validation loader built on a COCO-format dataset.
+
+    The loader yields (imgs, targets, info_imgs, ids) with info_imgs = (heights, widths) of the original images;
+    its dataset has `coco` (a pycocotools COCO) and `class_ids` (contiguous class index -> category id).
+    """
+
+    def __init__(self, dataloader, img_size, confthre, nmsthre, num_classes, testdev=False, per_class_AP=True,
+                 per_class_AR=True, testdev_file="./yolox_testdev_2017.json"):
+        self.dataloader = dataloader
+        self.img_size = img_size
+        self.confthre = confthre
+        self.nmsthre = nmsthre
+        self.num_classes = num_classes
+        self.testdev = testdev
+        self.per_class_AP = per_class_AP
+        self.per_class_AR = per_class_AR
+        self.testdev_file = testdev_file
+
+    def evaluate(self, model, distributed=False, half=False, trt_file=None, decoder=None, test_size=None,
+                 return_outputs=False):
+        """(AP50:95, AP50, summary text) on rank 0 ((0, 0, None) elsewhere); with return_outputs, also the
+        per-image outputs {image id: {"bboxes", "scores", "categories"}}."""
+        if trt_file is not None:
+            raise NotImplementedError("TensorRT evaluation is not part of this release; export to ONNX instead")
+        results, stats = run_inference(
+            model, self.dataloader, self.num_classes, self.confthre, self.nmsthre, half=half, decoder=decoder,
+            on_batch=lambda outputs, info, ids: self.convert_to_coco_format(outputs, info, ids, return_outputs=True),
+            distributed=distributed,
+        )
+        data_list, output_data = _merge_batches(results)
+        eval_results = self.evaluate_prediction(data_list, stats)
+        if return_outputs:
+            return eval_results, output_data
+        return eval_results
+
+    def speed_test(self, model, distributed=False, half=False, decoder=None):
+        """Only time forward and NMS over the loader; returns the official time line (on rank 0)."""
+        _, stats = run_inference(model, self.dataloader, self.num_classes, self.confthre, self.nmsthre, half=half,
+                                 decoder=decoder, distributed=distributed)
+        return stats.time_info()
+
+    def convert_to_coco_format(self, outputs, info_imgs, ids, return_outputs=False):
+        """Post-processed outputs of one batch -> COCO result dicts in original-image pixels, xywh boxes."""
+        data_list, image_wise = [], {}
+        class_ids = self.dataloader.dataset.class_ids
+        for output, img_h, img_w, img_id in zip(outputs, info_imgs[0], info_imgs[1], ids):
+            if output is None:
+                continue
+            img_id = image_id(img_id)
+            bboxes = scale_to_original(output[:, 0:4], float(img_h), float(img_w), self.img_size)  # (n, 4) xyxy
+            cls = output[:, 6]
+            scores = output[:, 4] * output[:, 5]
+            image_wise[img_id] = {
+                "bboxes": bboxes.tolist(),
+                "scores": scores.tolist(),
+                "categories": [class_ids[int(c)] for c in cls],
+            }
+            bboxes = xyxy2xywh(bboxes.clone())
+            for ind in range(bboxes.shape[0]):
+                data_list.append({
+                    "image_id": img_id,
+                    "category_id": class_ids[int(cls[ind])],
+                    "bbox": [float(v) for v in bboxes[ind].tolist()],
+                    "score": float(scores[ind]),
+                    "segmentation": [],
+                })
+        if return_outputs:
+            return data_list, image_wise
+        return data_list
+
+    def evaluate_prediction(self, data_dict, statistics):
+        """Score the gathered detections on rank 0: (AP50:95, AP50, summary text with per-class tables)."""
+        if not is_main_process():
+            return 0, 0, None
+        logger.info("Evaluate in main process...")
+        info = statistics.time_info() + "\n"
+        if self.testdev:
+            os.makedirs(os.path.dirname(os.path.abspath(self.testdev_file)), exist_ok=True)
+            with open(self.testdev_file, "w") as f:
+                json.dump(data_dict, f)
+            info += f"wrote {len(data_dict)} detections to {self.testdev_file} (test-dev: no AP computed here)\n"
+            return 0, 0, info
+        if len(data_dict) == 0:
+            info += "no detections above the confidence threshold: AP is 0\n"
+            return 0, 0, info
+
+        coco_gt = self.dataloader.dataset.coco
+        coco_eval, summary = coco_bbox_eval(coco_gt, data_dict)
+        info += summary
+        cat_names = [coco_gt.cats[cat_id]["name"] for cat_id in sorted(coco_gt.cats.keys())]
+        if self.per_class_AP:
+            info += "per class AP:\n" + per_class_AP_table(coco_eval, cat_names) + "\n"
+        if self.per_class_AR:
+            info += "per class AR:\n" + per_class_AR_table(coco_eval, cat_names) + "\n"
+        return float(coco_eval.stats[0]), float(coco_eval.stats[1]), info
