@@ -21,3 +21,13 @@ def run_cli(main, argv=None):
     except Exception:
         logger.exception("failed")
         sys.exit(1)
+
+
+def apply_test_overrides(exp, args):
+    """--conf, --nms and --tsize of eval/demo override the Exp's test_conf, nmsthre and test_size."""
+    if args.conf is not None:
+        exp.test_conf = args.conf
+    if args.nms is not None:
+        exp.nmsthre = args.nms
+    if args.tsize is not None:
+        exp.test_size = (args.tsize, args.tsize)

@@ -8,6 +8,7 @@ from loguru import logger
 from yolox.utils import fuse_model, get_model_info, load_model_weights
 
 from .class_names import class_names_for_exp
+from .cli import apply_test_overrides
 from .demo import image_demo, imageflow_demo
 from .predictor import Predictor, resolve_device
 
@@ -54,12 +55,7 @@ def run_demo_cli(argv=None):
         os.makedirs(vis_folder, exist_ok=True)
     logger.info("Args: {}".format(args))
 
-    if args.conf is not None:
-        exp.test_conf = args.conf
-    if args.nms is not None:
-        exp.nmsthre = args.nms
-    if args.tsize is not None:
-        exp.test_size = (args.tsize, args.tsize)
+    apply_test_overrides(exp, args)
 
     device = resolve_device(args.device)
     model = exp.get_model()

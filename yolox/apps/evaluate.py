@@ -10,6 +10,8 @@ from loguru import logger
 import yolox.utils as yutils
 from yolox.utils import fuse_model, get_local_rank, get_model_info, load_model_weights
 
+from .cli import apply_test_overrides
+
 __all__ = ["make_parser", "eval_main", "run_eval_cli", "process_count", "eval_device"]
 
 
@@ -84,12 +86,7 @@ def eval_main(exp, args, num_gpu):
     _setup_logging(file_name, rank)
     logger.info("Args: {}".format(args))
 
-    if args.conf is not None:
-        exp.test_conf = args.conf
-    if args.nms is not None:
-        exp.nmsthre = args.nms
-    if args.tsize is not None:
-        exp.test_size = (args.tsize, args.tsize)
+    apply_test_overrides(exp, args)
 
     model = exp.get_model()
     logger.info("Model Summary: {}".format(get_model_info(model, exp.test_size)))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data_augment import random_affine
 from .datasets_wrapper import Dataset
-from .mosaicdetection import MosaicDetection, get_mosaic_coordinate
+from .mosaicdetection import MosaicDetection, clip_to_canvas, get_mosaic_coordinate, place_tile_labels
 
 __all__ = ["DirectMosaicDetection"]
 
@@ -40,19 +40,9 @@ class DirectMosaicDetection(MosaicDetection):
                 )
                 mosaic_img[l_y1:l_y2, l_x1:l_x2] = img[s_y1:s_y2, s_x1:s_x2]
                 padw, padh = l_x1 - s_x1, l_y1 - s_y1
-                labels = _labels.copy()
-                if _labels.size > 0:
-                    labels[:, 0] = scale * _labels[:, 0] + padw
-                    labels[:, 1] = scale * _labels[:, 1] + padh
-                    labels[:, 2] = scale * _labels[:, 2] + padw
-                    labels[:, 3] = scale * _labels[:, 3] + padh
-                mosaic_labels.append(labels)
+                mosaic_labels.append(place_tile_labels(_labels, scale, padw, padh))
 
-            mosaic_labels = np.concatenate(mosaic_labels, 0)
-            np.clip(mosaic_labels[:, 0], 0, 2 * input_w, out=mosaic_labels[:, 0])
-            np.clip(mosaic_labels[:, 1], 0, 2 * input_h, out=mosaic_labels[:, 1])
-            np.clip(mosaic_labels[:, 2], 0, 2 * input_w, out=mosaic_labels[:, 2])
-            np.clip(mosaic_labels[:, 3], 0, 2 * input_h, out=mosaic_labels[:, 3])
+            mosaic_labels = clip_to_canvas(np.concatenate(mosaic_labels, 0), input_h, input_w)
 
             mosaic_img, mosaic_labels = random_affine(
                 mosaic_img,

@@ -37,6 +37,26 @@ def get_mosaic_coordinate(mosaic_image, mosaic_index, xc, yc, w, h, input_h, inp
     return (x1, y1, x2, y2), small_coord
 
 
+def place_tile_labels(labels, scale, padw, padh):
+    """xyxy labels of a source image moved into the mosaic canvas: scaled, then shifted by (padw, padh)."""
+    out = labels.copy()
+    if labels.size > 0:
+        out[:, 0] = scale * labels[:, 0] + padw
+        out[:, 1] = scale * labels[:, 1] + padh
+        out[:, 2] = scale * labels[:, 2] + padw
+        out[:, 3] = scale * labels[:, 3] + padh
+    return out
+
+
+def clip_to_canvas(labels, input_h, input_w):
+    """Clip xyxy labels to the 2x mosaic canvas, in place."""
+    np.clip(labels[:, 0], 0, 2 * input_w, out=labels[:, 0])
+    np.clip(labels[:, 1], 0, 2 * input_h, out=labels[:, 1])
+    np.clip(labels[:, 2], 0, 2 * input_w, out=labels[:, 2])
+    np.clip(labels[:, 3], 0, 2 * input_h, out=labels[:, 3])
+    return labels
+
+
 def mixup_boxes(cp_labels, scale, jit_wh, flip, offset, target_wh):
     """Official MixUp labels: (n, 5) x1y1x2y2+class scaled, clipped to the jittered image, flipped, shifted, clipped."""
     ow, oh = jit_wh
@@ -124,19 +144,9 @@ class MosaicDetection(Dataset):
                 large, small = get_mosaic_coordinate(None, i_mosaic, xc, yc, w, h, input_h, input_w)
                 tiles.append((img, (h, w), large, small))
                 padw, padh = large[0] - small[0], large[1] - small[1]
-                labels = _labels.copy()
-                if _labels.size > 0:
-                    labels[:, 0] = scale * _labels[:, 0] + padw
-                    labels[:, 1] = scale * _labels[:, 1] + padh
-                    labels[:, 2] = scale * _labels[:, 2] + padw
-                    labels[:, 3] = scale * _labels[:, 3] + padh
-                mosaic_labels.append(labels)
+                mosaic_labels.append(place_tile_labels(_labels, scale, padw, padh))
 
-            mosaic_labels = np.concatenate(mosaic_labels, 0)
-            np.clip(mosaic_labels[:, 0], 0, 2 * input_w, out=mosaic_labels[:, 0])
-            np.clip(mosaic_labels[:, 1], 0, 2 * input_h, out=mosaic_labels[:, 1])
-            np.clip(mosaic_labels[:, 2], 0, 2 * input_w, out=mosaic_labels[:, 2])
-            np.clip(mosaic_labels[:, 3], 0, 2 * input_h, out=mosaic_labels[:, 3])
+            mosaic_labels = clip_to_canvas(np.concatenate(mosaic_labels, 0), input_h, input_w)
 
             target_size = (input_w, input_h)
             M, scale = get_affine_matrix(target_size, self.degrees, self.translate, self.scale, self.shear)
