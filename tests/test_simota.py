@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simota_oracle import oracle_assign
-from yolox.models import YOLOXHead
+from yolox.models import IOUloss, YOLOXHead
 from yolox.models.simota import (
     SIMOTA_MODES, AnchorGrid, assign, class_cost_decomposed, class_cost_reference, pack_sub_batches, plan_buckets,
 )
@@ -287,3 +287,20 @@ def test_batched_loss_path_has_one_host_sync(batch):
     head.simota_mode = "loop"
     hidden, _ = _sync_ops(lambda: head.get_losses(outputs, labels, grid))
     assert hidden >= batch  # the reference synchronises per image
+
+
+@pytest.mark.parametrize("mode", ["loop", "batched"])
+def test_diverging_negative_prediction_keeps_gradients_finite(mode):
+    """A huge (but finite) box at an anchor that is not a positive must not turn the gradients into NaN."""
+    num_classes = 2
+    head = YOLOXHead(num_classes, width=0.25, simota_mode=mode)
+    head.use_l1 = True
+    head.iou_loss = IOUloss(reduction="none", loss_type="giou")  # its enclosing box overflows to inf
+    grid = AnchorGrid.from_shapes(((8, 8, 8), (4, 4, 16), (2, 2, 32)))
+    labels = torch.tensor([[[1.0, 48.0, 48.0, 10.0, 10.0]]])  # far from anchor 0, the first negative
+    outputs = torch.zeros(1, grid.num_anchors, 5 + num_classes)
+    outputs[0, 0, 2:4] = 80.0  # exp(80) * 8 is finite, its square is not
+    outputs.requires_grad_(True)
+    loss = head.get_losses(outputs, labels, grid)[0]
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(outputs.grad).all()

@@ -354,7 +354,7 @@ def centre_prior_candidates(gt_boxes, gt_valid, grid: AnchorGrid):
     A = grid.num_anchors
     device = gt_boxes.device
     cx, cy = gt_boxes[..., 0].float(), gt_boxes[..., 1].float()  # (B, M)
-    offs = torch.tensor(SLOT_OFFSETS, device=device)
+    offs = torch.arange(SLOT_OFFSETS[0], SLOT_OFFSETS[-1] + 1, device=device)  # no host-to-device copy
     slot_idx, slot_ok = [], []
     level_start = 0
     for h, w, stride in grid.level_shapes:
@@ -376,6 +376,14 @@ def centre_prior_candidates(gt_boxes, gt_valid, grid: AnchorGrid):
     cand = torch.zeros(B, A + 1, dtype=torch.bool, device=device)  # last column collects the misses
     cand.scatter_(1, torch.where(hit, idx, torch.full_like(idx, A)).reshape(B, -1), True)
     return idx, hit, cand[:, :A]
+
+
+def _filled_box(values, device):
+    """A (4,) float32 tensor of `values`, filled on the device by kernels (no blocking host-to-device copy)."""
+    box = torch.empty(4, device=device)
+    for j, v in enumerate(values):
+        box[j] = v
+    return box
 
 
 def compact(mask, width):
@@ -442,16 +450,21 @@ def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_
     matched_iou = torch.zeros(B, A + 1, dtype=torch.float32, device=device)
     matched_cls = torch.zeros(B, A + 1, dtype=torch.long, device=device)
     S = slot_idx.shape[-1]
-    pad_gt = torch.tensor(PAD_GT_BOX, device=device)
-    pad_pred = torch.tensor(PAD_PRED_BOX, device=device)
+    pad_gt, pad_pred = _filled_box(PAD_GT_BOX, device), _filled_box(PAD_PRED_BOX, device)
     out_cost, never = outside_cost(K), 2 * outside_cost(K)
     # A bucket may hold several images' (G, C) tensors while it stays below what the per-image loop needs for its
     # largest image, whose class cost alone is G x C x K.
     largest = max([g * c for g, c in zip(gt_counts, cand_counts)] + [0])
     max_cells = max(merge_cells, largest * max(1, K // BATCHED_BYTES_PER_CELL_OVER_LOOP))
-    for group in plan_buckets(gt_counts, cand_counts, merge_cells=merge_cells, max_cells=max_cells):
-        imgs = torch.tensor(group, device=device)  # (n,)
+    groups = plan_buckets(gt_counts, cand_counts, merge_cells=merge_cells, max_cells=max_cells)
+    # every bucket's image indices in one non-blocking copy (a plain torch.tensor(list, device) would block)
+    flat_imgs = torch.tensor([i for g in groups for i in g] or [0], dtype=torch.long,
+                             pin_memory=device.type == "cuda").to(device, non_blocking=True)
+    start = 0
+    for group in groups:
         n = len(group)
+        imgs = flat_imgs[start:start + n]  # (n,)
+        start += n
         G = max(gt_counts[i] for i in group)
         C = max(cand_counts[i] for i in group)
         rows, g_ok = compact(gt_valid[imgs], G)  # (n, G) label rows of the real gts

@@ -132,22 +132,28 @@ class YOLOXHead(nn.Module):
             is_pos = fg.reshape(-1)[pos]  # (N,)
             img, anchor = pos // A, pos % A
             gt_rows = asg.matched_gt.reshape(-1)[pos]
-            reg_targets = labels[img, gt_rows, 1:5].to(bbox_preds.dtype)  # (N, 4)
-            iou_l = self.iou_loss(bbox_preds.reshape(-1, 4)[pos], reg_targets)  # (N,)
+            keep = is_pos.unsqueeze(-1)  # (N, 1)
+            # Filler rows (negatives past the positives) get a harmless unit box *before* the loss, so that a
+            # diverging prediction there cannot send 0 x inf = NaN into the gradients; their loss is zeroed too.
+            reg_targets = labels[img, gt_rows, 1:5].float()  # (N, 4)
+            reg_targets = torch.where(keep, reg_targets, torch.ones_like(reg_targets))
+            pred_boxes = torch.where(keep, bbox_preds.reshape(-1, 4)[pos], torch.ones_like(reg_targets))
+            iou_l = self.iou_loss(pred_boxes, reg_targets)  # (N,)
             loss_iou = torch.where(is_pos, iou_l, torch.zeros_like(iou_l)).sum() / num_fg
 
-            # one_hot(class) x IoU, built by scatter (F.one_hot checks its input on the host)
-            cls_targets = torch.zeros(bound, K, dtype=cls_logits.dtype, device=cls_logits.device)
+            # one_hot(class) x IoU in float32, built by scatter (F.one_hot checks its input on the host)
+            cls_targets = torch.zeros(bound, K, dtype=torch.float32, device=cls_logits.device)
             cls_targets.scatter_(1, asg.matched_cls.reshape(-1)[pos].unsqueeze(-1),
-                                 asg.matched_iou.reshape(-1)[pos].unsqueeze(-1).to(cls_logits.dtype))  # (N, K)
+                                 asg.matched_iou.reshape(-1)[pos].unsqueeze(-1).float())  # (N, K)
             cls_l = self.bcewithlog_loss(cls_logits.reshape(-1, K)[pos], cls_targets)
-            loss_cls = torch.where(is_pos.unsqueeze(-1), cls_l, torch.zeros_like(cls_l)).sum() / num_fg
+            loss_cls = torch.where(keep, cls_l, torch.zeros_like(cls_l)).sum() / num_fg
 
             if self.use_l1:
                 l1_targets = self.get_l1_target(reg_targets, grid.strides[anchor], grid.x_shifts[anchor],
-                                                grid.y_shifts[anchor])
-                l1_l = self.l1_loss(reg_raw.reshape(-1, 4)[pos], l1_targets.to(reg_raw.dtype))
-                loss_l1 = torch.where(is_pos.unsqueeze(-1), l1_l, torch.zeros_like(l1_l)).sum() / num_fg
+                                                grid.y_shifts[anchor])  # (N, 4) float32
+                raw = torch.where(keep, reg_raw.reshape(-1, 4)[pos], l1_targets.to(reg_raw.dtype))
+                l1_l = self.l1_loss(raw, l1_targets)
+                loss_l1 = torch.where(keep, l1_l, torch.zeros_like(l1_l)).sum() / num_fg
 
         reg_weight = 5.0
         loss = reg_weight * loss_iou + loss_obj + loss_cls + loss_l1
