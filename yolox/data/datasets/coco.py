@@ -206,14 +206,6 @@ class COCODataset(CacheDataset):
             for i in range(self.num_imgs)
         ]
 
-    def load_anno(self, index):
-        """Read-only (n, 5) labels of image `index`: x1y1x2y2 in img_size pixels, class index."""
-        return self._labels[self._label_offsets[index] : self._label_offsets[index + 1]]
-
-    def img_info(self, index):
-        h, w = self._img_hw[index]
-        return int(h), int(w)
-
     # ------------------------------------------------------------------ images
     def _image_paths(self):
         return [os.path.join(self.data_dir, p) for p in self.path_filename]

@@ -170,6 +170,16 @@ class CacheDataset(Dataset, metaclass=ABCMeta):
     def load_image(self, index):
         """Decode image `index` at its original size; CorruptImageError when it cannot."""
 
+    def load_anno(self, index):
+        """Read-only (n, 5) labels of image `index`: x1y1x2y2 in img_size pixels, class index (subclasses fill the
+        flat `_labels` array and its per-image `_label_offsets`, which workers share without copying)."""
+        return self._labels[self._label_offsets[index] : self._label_offsets[index + 1]]
+
+    def img_info(self, index):
+        """(h, w) of image `index` as stored on disk."""
+        h, w = self._img_hw[index]
+        return int(h), int(w)
+
     def _resized_shapes(self):
         """(N, 2) array of each image's (h, w) after resizing to img_size (subclasses fill `_resized_hw`)."""
         return self._resized_hw

@@ -177,13 +177,6 @@ class VOCDetection(CacheDataset):
             for i in range(self.num_imgs)
         ]
 
-    def load_anno(self, index):
-        return self._labels[self._label_offsets[index] : self._label_offsets[index + 1]]
-
-    def img_info(self, index):
-        h, w = self._img_hw[index]
-        return int(h), int(w)
-
     def _image_paths(self):
         return [self._imgpath % img_id for img_id in self.ids]
 
