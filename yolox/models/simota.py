@@ -540,10 +540,6 @@ def assign(mode, pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_va
         return assign_loop(*args)
 
 
-def anchor_count(level_shapes):
-    return int(sum(h * w for h, w, _ in level_shapes))
-
-
 def levels_for_input(height, width, strides=(8, 16, 32)):
     """(h, w, stride) per level for an input of height x width pixels."""
     return tuple((math.ceil(height / s), math.ceil(width / s), s) for s in strides)
