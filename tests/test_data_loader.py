@@ -55,7 +55,7 @@ class _RandomDraws(TorchDataset):
         return 1000
 
     def __getitem__(self, index):
-        mosaic, index = index if isinstance(index, (tuple, list)) else (True, index)
+        mosaic, index = index[:2] if isinstance(index, (tuple, list)) else (True, index)
         return torch.tensor([float(index), random.random(), float(np.random.rand()), float(mosaic)])
 
 
@@ -87,22 +87,30 @@ def test_default_loader_uses_yolo_batch_sampler_and_close_mosaic():
     assert (next(iter(loader))[:, 3] == 0).all()
 
 
-def test_same_seed_reproduces_a_mosaic_batch():
+def test_same_seed_reproduces_a_mosaic_batch_whatever_the_workers():
     ds = COCODataset(str(FOREST), "train.json", "train", img_size=(128, 128))
     mosaic = MosaicDetection(ds, (128, 128), preproc=TrainTransform(max_labels=120), mosaic_scale=(0.5, 1.5),
                              enable_mixup=True)
 
-    def batch(seed):
-        torch.manual_seed(seed)
-        loader = DataLoader(mosaic, batch_sampler=YoloBatchSampler(InfiniteSampler(len(ds), seed=0), 4, False),
-                            num_workers=2, worker_init_fn=worker_init_reset_seed)
+    def batches(seed, num_workers, torch_seed=0, start=0):
+        torch.manual_seed(torch_seed)
+        sampler = InfiniteSampler(len(ds), seed=seed)
+        sampler.set_start(start)
+        loader = DataLoader(mosaic, batch_sampler=YoloBatchSampler(sampler, 4, False),
+                            num_workers=num_workers, worker_init_fn=worker_init_reset_seed)
         it = iter(loader)
-        return [next(it) for _ in range(2)]
+        return [next(it) for _ in range(3)]
 
-    (a1, a2), (b1, b2), (c1, _) = batch(7), batch(7), batch(8)
-    assert torch.equal(a1[0], b1[0]) and torch.equal(a1[1], b1[1]) and torch.equal(a2[0], b2[0])
+    state = random.getstate()
+    (a1, a2, a3), (b1, b2, b3), (c1, _, _) = batches(7, 2), batches(7, 0, torch_seed=5), batches(8, 2)
+    assert random.getstate() == state  # samples made in the main process leave its random state alone
+    # the augmentation is a function of the sampler's seed and the sample's place, not of the worker or torch seed
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in ((a1, b1), (a2, b2), (a3, b3)))
     assert not torch.equal(a1[0], c1[0])
     assert a1[0].shape == (4, 3, 128, 128) and a1[1].shape == (4, 120, 5)
+    # starting after 4 samples reproduces the second batch, as a resumed run does
+    (d2, d3, _) = batches(7, 2, start=4)
+    assert torch.equal(d2[0], a2[0]) and torch.equal(d3[1], a3[1])
 
 
 def test_prefetcher_on_cpu_passes_batches_through():

@@ -8,6 +8,8 @@ import torch
 from torch.utils.data.dataloader import DataLoader as torchDataLoader
 from torch.utils.data.dataloader import default_collate
 
+from yolox.utils import get_rank, mix_seed
+
 from .samplers import YoloBatchSampler
 
 __all__ = ["DataLoader", "get_yolox_datadir", "worker_init_reset_seed", "list_collate", "DATASETS_README"]
@@ -29,13 +31,15 @@ DATASETS_README = "datasets/README.md"
 
 
 def worker_init_reset_seed(worker_id):
-    """Seed `random`, numpy and torch of a DataLoader worker from torch's per-worker seed.
+    """Seed `random`, numpy and torch of a DataLoader worker from torch's per-worker seed and the global rank.
 
-    torch gives worker k the seed base + k, with base drawn from the main process's torch generator when the
-    iterator starts: workers augment differently, and torch.manual_seed(s) before iterating reproduces a run
-    (the official uses uuid4 here, which makes runs irreproducible).
+    torch gives worker k the seed base + k, with base drawn from the loader's generator (or the main process's
+    torch generator) when the iterator starts: workers augment differently, and the same generator state
+    reproduces a run (the official uses uuid4 here, which makes runs irreproducible). The rank is mixed in so that
+    ranks started from the same seed do not draw the same numbers in their worker k. (Training samples are
+    seeded one by one as well, from their place in the run: see yolox.data.samplers.)
     """
-    seed = torch.initial_seed() % 2**32
+    seed = mix_seed(torch.initial_seed(), get_rank()) % 2**32
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

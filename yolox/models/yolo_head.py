@@ -54,30 +54,45 @@ class YOLOXHead(nn.Module):
 
     # ------------------------------------------------------------------------------------------------------
     def forward(self, xin, labels=None, imgs=None):
-        raw_levels, level_shapes = [], []
-        for k, (x, stride) in enumerate(zip(xin, self.strides)):
-            x = self.stems[k](x)
-            cls_feat = self.cls_convs[k](x)
-            reg_feat = self.reg_convs[k](x)
-            cls_out = self.cls_preds[k](cls_feat)  # (B, K, h, w)
-            reg_out = self.reg_preds[k](reg_feat)  # (B, 4, h, w)
-            obj_out = self.obj_preds[k](reg_feat)  # (B, 1, h, w)
-            if self.training:
-                raw_levels.append(torch.cat([reg_out, obj_out, cls_out], 1))
-            else:
-                raw_levels.append(torch.cat([reg_out, obj_out.sigmoid(), cls_out.sigmoid()], 1))
-            level_shapes.append((x.shape[-2], x.shape[-1], stride))
-
+        if self.training:
+            return self._forward_train(xin, labels, imgs)
+        raw_levels = []
+        for k, x in enumerate(xin):
+            reg_out, obj_out, cls_out = self._level_outputs(k, x)
+            raw_levels.append(torch.cat([reg_out, obj_out.sigmoid(), cls_out.sigmoid()], 1))
         self.hw = [x.shape[-2:] for x in raw_levels]
         outputs = torch.cat([x.flatten(start_dim=2) for x in raw_levels], dim=2).permute(0, 2, 1)  # (B, A, 5+K)
-        if self.training:
-            if labels is None:
-                raise ValueError("YOLOXHead in train mode needs labels (B, max_labels, 5)")
-            image_width = imgs.shape[-1] if imgs is not None else None
-            return self.get_losses(outputs, labels, self.anchor_grid(level_shapes, outputs.device), image_width)
         if self.decode_in_inference:
             return self.decode_outputs(outputs, dtype=outputs.dtype)
         return outputs
+
+    def _level_outputs(self, k, x):
+        """Raw (reg (B, 4, h, w), obj (B, 1, h, w), cls (B, K, h, w)) of level k."""
+        x = self.stems[k](x)
+        cls_feat = self.cls_convs[k](x)
+        reg_feat = self.reg_convs[k](x)
+        return self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat), self.cls_preds[k](cls_feat)
+
+    def _forward_train(self, xin, labels, imgs):
+        """Training: the three outputs are kept apart, (B, A, 4), (B, A) and (B, A, K), each flattened with one
+        permute (a view for channels_last maps), instead of concatenating them and slicing the result again (the
+        slices' backward would zero-fill three (B, A, 5 + K) tensors)."""
+        if labels is None:
+            raise ValueError("YOLOXHead in train mode needs labels (B, max_labels, 5)")
+        regs, objs, clss, level_shapes = [], [], [], []
+        for k, (x, stride) in enumerate(zip(xin, self.strides)):
+            reg_out, obj_out, cls_out = self._level_outputs(k, x)
+            regs.append(_flatten_level(reg_out))  # (B, h*w, 4)
+            objs.append(_flatten_level(obj_out))  # (B, h*w, 1)
+            clss.append(_flatten_level(cls_out))  # (B, h*w, K)
+            level_shapes.append((reg_out.shape[-2], reg_out.shape[-1], stride))
+        self.hw = [(h, w) for h, w, _ in level_shapes]
+        reg_raw = torch.cat(regs, 1)  # (B, A, 4)
+        obj_logits = torch.cat(objs, 1)[..., 0]  # (B, A)
+        cls_logits = torch.cat(clss, 1)  # (B, A, K)
+        image_width = imgs.shape[-1] if imgs is not None else None
+        grid = self.anchor_grid(level_shapes, reg_raw.device)
+        return self.get_losses_split(reg_raw, obj_logits, cls_logits, labels, grid, image_width)
 
     def anchor_grid(self, level_shapes, device):
         key = (tuple(level_shapes), str(device))
@@ -109,12 +124,16 @@ class YOLOXHead(nn.Module):
                       gt_boxes, gt_classes, gt_valid, grid, pack_width=self.simota_pack_width)
 
     def get_losses(self, outputs, labels, grid: AnchorGrid, image_width=None):
-        """Loss terms as the official release: (total, 5 * iou, obj, cls, l1, num_fg / num_gts), each / num_fg."""
-        B, A, _ = outputs.shape
+        """Loss terms as the official release: (total, 5 * iou, obj, cls, l1, num_fg / num_gts), each / num_fg.
+
+        outputs: raw (B, A, 5 + K) = reg (4), obj (1), cls (K) per anchor, the official layout.
+        """
+        return self.get_losses_split(outputs[..., :4], outputs[..., 4], outputs[..., 5:], labels, grid, image_width)
+
+    def get_losses_split(self, reg_raw, obj_logits, cls_logits, labels, grid: AnchorGrid, image_width=None):
+        """get_losses on the outputs kept apart: reg_raw (B, A, 4), obj_logits (B, A), cls_logits (B, A, K)."""
+        B, A, _ = reg_raw.shape
         K = self.num_classes
-        reg_raw = outputs[..., :4]  # (B, A, 4) raw regression (the L1 loss reads these)
-        obj_logits = outputs[..., 4]  # (B, A)
-        cls_logits = outputs[..., 5:]  # (B, A, K)
         bbox_preds = self.decode_boxes(reg_raw, grid)  # (B, A, 4)
 
         asg = self.get_assignments(bbox_preds, cls_logits, obj_logits, labels, grid, image_width)
@@ -125,7 +144,7 @@ class YOLOXHead(nn.Module):
 
         # Positives, gathered with a bound known on the host (each gt takes at most 10 anchors).
         bound = min(B * A, TOPK_IOU * asg.num_gts)
-        zero = outputs.new_zeros(())
+        zero = reg_raw.new_zeros(())
         loss_iou, loss_cls, loss_l1 = zero, zero, zero
         if bound > 0:
             pos = torch.sort((~fg).reshape(-1).to(torch.uint8), stable=True).indices[:bound]  # (N,) positives first
@@ -168,3 +187,9 @@ class YOLOXHead(nn.Module):
             torch.log(gt[:, 2] / stride + eps),
             torch.log(gt[:, 3] / stride + eps),
         ], dim=1)
+
+
+def _flatten_level(x):
+    """(B, C, h, w) -> (B, h * w, C), rows in the official anchor order (y outer, x inner)."""
+    b, c = x.shape[:2]
+    return x.permute(0, 2, 3, 1).reshape(b, -1, c)

@@ -6,3 +6,9 @@ from .checkpoint import *
 from .dist import *
 from .visualize import *
 from .profiler import *
+from .ema import *
+from .metric import *
+from .logger import *
+from .allreduce_norm import *
+from .setup_env import *
+from .seeding import *

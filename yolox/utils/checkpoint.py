@@ -1,13 +1,15 @@
 """Reading and writing checkpoints in the official `{"model": state_dict, ...}` format, weights only (no pickled code)."""
 import os
 import pickle
-import shutil
+import tempfile
 
 import torch
 from loguru import logger
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatchError",
+    "atomic_save",
     "load_checkpoint_file",
     "state_dict_from_checkpoint",
     "checkpoint_num_classes",
@@ -15,6 +17,7 @@ __all__ = [
     "load_model_weights",
     "load_ckpt",
     "save_checkpoint",
+    "check_fits",
 ]
 
 # The classification conv of the first level: its output channels are the class count.
@@ -23,6 +26,15 @@ _CLS_KEY = "head.cls_preds.0.weight"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used as asked; the message says which file and what to do."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's tensors do not fit the model (another model size or kind); `state_dict` is the checkpoint's,
+    so that a caller can say which model it belongs to."""
+
+    def __init__(self, message, state_dict=None):
+        super().__init__(message)
+        self.state_dict = state_dict
 
 
 def load_checkpoint_file(path, map_location="cpu"):
@@ -73,25 +85,42 @@ def check_num_classes(state_dict, num_classes, path="<checkpoint>"):
 
 
 def load_model_weights(model, path, num_classes=None, strict=True, map_location="cpu"):
-    """Load the weights of checkpoint `path` into `model` (strict by default); returns the loaded checkpoint dict."""
+    """Load the weights of checkpoint `path` into `model` (strict by default); returns the loaded checkpoint dict.
+
+    Strict loading refuses, before touching the model, a checkpoint with missing, unexpected or differently shaped
+    tensors (CheckpointMismatchError, one example of each kind); strict=False loads what fits (see load_ckpt).
+    """
     ckpt = load_checkpoint_file(path, map_location=map_location)
     state_dict = state_dict_from_checkpoint(ckpt, path)
     check_num_classes(state_dict, num_classes, path)
     if strict:
-        result = model.load_state_dict(state_dict, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                f"checkpoint {path!r} does not fit the model built by the Exp: "
-                f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
-                f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]}). "
-                f"Check that -f/-n names the Exp (depth, width, model kind) the checkpoint was trained with."
-            )
-        mismatched = _mismatched_shapes(model.state_dict(), state_dict)
-        if mismatched:
-            raise CheckpointError(f"checkpoint {path!r} has tensors of other shapes than the model: {mismatched[:3]}")
+        check_fits(model, state_dict, path)
+        model.load_state_dict(state_dict, strict=True)
     else:
         load_ckpt(model, state_dict)
     return ckpt
+
+
+def check_fits(model, state_dict, path="<checkpoint>"):
+    """CheckpointMismatchError when `state_dict` does not have exactly the model's names and shapes."""
+    model_sd = model.state_dict()
+    missing = [k for k in model_sd if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in model_sd]
+    mismatched = _mismatched_shapes(model_sd, state_dict)
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    if mismatched:
+        parts.append(f"{len(mismatched)} of {len(model_sd)} tensors have another shape (e.g. {mismatched[0]})")
+    if missing:
+        parts.append(f"{len(missing)} model tensors are not in it (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} of its tensors are not in the model (e.g. {unexpected[0]})")
+    raise CheckpointMismatchError(
+        f"checkpoint {path!r} holds another model than the one the Exp builds: {'; '.join(parts)}. "
+        "Use the Exp (-f / -n) the checkpoint was trained with.",
+        state_dict,
+    )
 
 
 def _mismatched_shapes(model_sd, ckpt_sd):
@@ -121,10 +150,35 @@ def load_ckpt(model, ckpt):
     return model
 
 
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path`: a crash or a
+    kill during the save leaves the previous file (or none), never a truncated one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a checkpoint gets the usual file mode
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(state, is_best, save_dir, model_name=""):
-    """Write `{model_name}_ckpt.pth` under save_dir and copy it to best_ckpt.pth when is_best (official names)."""
+    """Write `{model_name}_ckpt.pth` under save_dir, and best_ckpt.pth too when is_best (official names); each
+    file is written whole or not at all (atomic_save)."""
     os.makedirs(save_dir, exist_ok=True)
-    filename = os.path.join(save_dir, model_name + "_ckpt.pth")
-    torch.save(state, filename)
+    atomic_save(state, os.path.join(save_dir, model_name + "_ckpt.pth"))
     if is_best:
-        shutil.copyfile(filename, os.path.join(save_dir, "best_ckpt.pth"))
+        atomic_save(state, os.path.join(save_dir, "best_ckpt.pth"))

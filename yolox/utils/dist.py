@@ -2,6 +2,7 @@
 
 Everything degrades to the single-process answer when the default group is not initialised.
 """
+import contextlib
 import functools
 import time
 
@@ -19,6 +20,8 @@ __all__ = [
     "all_gather",
     "gather",
     "time_synchronized",
+    "get_num_devices",
+    "wait_for_the_master",
 ]
 
 # Set by the launcher when it spawns one process per device; None means "not launched".
@@ -48,6 +51,27 @@ def get_local_size() -> int:
     if _LOCAL_PROCESS_GROUP is None or not is_dist_avail_and_initialized():
         return get_world_size()
     return dist.get_world_size(group=_LOCAL_PROCESS_GROUP)
+
+
+def get_num_devices() -> int:
+    """Number of CUDA devices this process can use (0 without CUDA; CUDA_VISIBLE_DEVICES is respected by torch)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@contextlib.contextmanager
+def wait_for_the_master(local_rank: int = None):
+    """The local master (local rank 0) runs the block first, the other processes after it (e.g. building a cache).
+
+    Outside a process group it simply runs the block.
+    """
+    if local_rank is None:
+        local_rank = get_local_rank()
+    initialised = is_dist_avail_and_initialized()
+    if initialised and local_rank > 0:
+        dist.barrier()
+    yield
+    if initialised and local_rank == 0:
+        dist.barrier()
 
 
 def is_main_process() -> bool:

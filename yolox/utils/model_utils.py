@@ -143,6 +143,9 @@ def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     conv_bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
     fused.bias.copy_((conv_bias - bn.running_mean) * scale + beta)
+    if conv.weight.dim() == 4 and conv.weight.is_contiguous(memory_format=torch.channels_last) \
+            and not conv.weight.is_contiguous():
+        fused.to(memory_format=torch.channels_last)  # keep a channels_last model in its format
     return fused
 
 

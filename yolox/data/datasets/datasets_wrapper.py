@@ -7,8 +7,11 @@ from functools import wraps
 import cv2
 import numpy as np
 from loguru import logger
+from torch.utils.data import get_worker_info
 from torch.utils.data.dataset import ConcatDataset as torchConcatDataset
 from torch.utils.data.dataset import Dataset as torchDataset
+
+from yolox.utils import seeded_python_and_numpy
 
 from .image_cache import ImageCache, fingerprint_images
 
@@ -59,9 +62,8 @@ class MixConcatDataset(ConcatDataset):
 
     def __getitem__(self, index):
         if not isinstance(index, (int, np.integer)):
-            idx = index[1]
-            dataset_idx, sample_idx = self._locate(idx)
-            return self.datasets[dataset_idx][(index[0], sample_idx)]
+            dataset_idx, sample_idx = self._locate(index[1])
+            return self.datasets[dataset_idx][(index[0], sample_idx, *index[2:])]
         dataset_idx, sample_idx = self._locate(index)
         return self.datasets[dataset_idx][sample_idx]
 
@@ -83,14 +85,25 @@ class Dataset(torchDataset):
 
     @staticmethod
     def mosaic_getitem(getitem_fn):
-        """Decorate __getitem__ so it accepts (mosaic_flag, index) from YoloBatchSampler as well as a plain index."""
+        """Decorate __getitem__ so it accepts (mosaic_flag, index) or (mosaic_flag, index, seed) from
+        YoloBatchSampler as well as a plain index.
+
+        With a seed, `random` and numpy are seeded with it for this one sample, so its augmentation depends only
+        on the seed (the sampler derives it from the run's seed and the sample's place in the run). In the main
+        process (num_workers=0) their previous states are put back afterwards.
+        """
 
         @wraps(getitem_fn)
         def wrapper(self, index):
+            seed = None
             if isinstance(index, (tuple, list)):
                 self.enable_mosaic = index[0]
+                seed = index[2] if len(index) > 2 else None
                 index = index[1]
-            return getitem_fn(self, int(index))
+            if seed is None:
+                return getitem_fn(self, int(index))
+            with seeded_python_and_numpy(seed, restore=get_worker_info() is None):
+                return getitem_fn(self, int(index))
 
         return wrapper
 

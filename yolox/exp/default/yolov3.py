@@ -34,4 +34,4 @@ class Exp(MyExp):
         self.model.apply(init_yolo)
         self.model.head.initialize_biases(1e-2)
         self.model.train()
-        return self.model
+        return self.apply_memory_format(self.model)

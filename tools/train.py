@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Train a YOLOX model: python tools/train.py -f exps/yolox_s.py -d 8 -b 64 --fp16 (see --help; the official flags)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout too
+
+from yolox.apps.cli import run_cli  # noqa: E402
+from yolox.apps.train import run_train_cli  # noqa: E402
+
+if __name__ == "__main__":
+    run_cli(run_train_cli)

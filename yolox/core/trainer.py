@@ -1,0 +1,556 @@
+"""The Trainer: the official YOLOX training loop (EMA, warm cosine lr, multi-scale, close-mosaic/L1 phase,
+evaluation and checkpoints), with exact resume, atomic checkpoints, a finite-loss guard, a clean Ctrl-C and a
+per-stage profile.
+
+Hooks keep the official names (before_train, before_epoch, before_iter, train_one_iter, after_iter, after_epoch,
+after_train, resume_train, evaluate_and_save_model, save_ckpt) so that users' Trainer subclasses keep working.
+"""
+import datetime
+import os
+import random
+import signal
+import threading
+import time
+
+import torch
+import torch.distributed as dist
+from loguru import logger
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from yolox.data import DataPrefetcher
+from yolox.utils import (
+    CheckpointError,
+    MeterBuffer,
+    ModelEMA,
+    adjust_status,
+    all_reduce_norm,
+    atomic_save,
+    check_fits,
+    get_local_rank,
+    get_model_info,
+    get_rank,
+    get_rng_states,
+    get_world_size,
+    gpu_mem_usage,
+    is_parallel,
+    load_checkpoint_file,
+    mem_usage,
+    mix_seed,
+    occupy_mem,
+    set_rng_states,
+    setup_logger,
+    state_dict_from_checkpoint,
+    synchronize,
+)
+
+from .stage_profile import NullClock, StageClock, profile_table, stage_hooks
+from .step import LOSS_KEYS, NonFiniteLossError, TrainStep
+
+__all__ = ["Trainer", "TrainingInterrupted", "NonFiniteLossError", "PROFILE_WARMUP_ITERS"]
+
+PROFILE_WARMUP_ITERS = 5
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped training between two iterations; `latest_ckpt.pth` holds the state to resume."""
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM handler: the first signal asks for a stop after the current iteration, a second one raises
+    KeyboardInterrupt at once. Installed only in the main thread, and the previous handlers come back after."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("stop requested: finishing this iteration and saving latest_ckpt.pth (again to stop now)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        return False
+
+
+def _unwrap(model):
+    return model.module if is_parallel(model) else model
+
+
+class Trainer:
+    def __init__(self, exp, args):
+        self.exp = exp
+        self.args = args
+
+        self.max_epoch = exp.max_epoch
+        self.is_distributed = get_world_size() > 1
+        self.rank = get_rank()
+        self.local_rank = get_local_rank()
+        self.device = torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        self.amp_training = bool(getattr(args, "fp16", False))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_training and self.device.type == "cuda")
+        self.use_model_ema = exp.ema
+        self.save_history_ckpt = exp.save_history_ckpt
+
+        # float16 batches on CUDA as officially; the CPU's bfloat16 autocast takes float32 inputs
+        self.data_type = torch.float16 if self.amp_training and self.device.type == "cuda" else torch.float32
+        self.input_size = tuple(exp.input_size)
+        self.best_ap = 0.0
+        self.curr_ap = 0.0
+        self.start_iter = 0  # iteration within start_epoch to begin at (a run resumed mid-epoch)
+        self.data_seed = None
+        self.profile_iters = int(getattr(args, "profile", 0) or 0)
+        self.clock = NullClock()
+        self.stop_request = _StopRequest()
+        self._agreed_stop = False
+        self.tblogger = None
+
+        self.meter = MeterBuffer(window_size=exp.print_interval)
+        self.file_name = os.path.join(exp.output_dir, args.experiment_name)
+        if self.rank == 0:
+            _make_output_dir(self.file_name)
+        synchronize()
+        setup_logger(self.file_name, distributed_rank=self.rank, filename="train_log.txt", mode="a")
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def train(self):
+        self.before_train()
+        try:
+            with self.stop_request:
+                self.train_in_epoch()
+        except _ProfileDone:
+            pass
+        finally:
+            self.after_train()
+
+    def train_in_epoch(self):
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.train_in_iter()
+            self.after_epoch()
+
+    def train_in_iter(self):
+        first = self.start_iter if self.epoch == self.start_epoch else 0
+        for self.iter in range(first, self.max_iter):
+            self.before_iter()
+            self.train_one_iter()
+            self.after_iter()
+
+    def train_one_iter(self):
+        iter_start_time = time.time()
+        self.clock.start()
+
+        inps, targets = self.prefetcher.next()
+        self.clock.mark("data wait")
+        inps = inps.to(self.data_type)
+        targets = targets.to(self.data_type)
+        targets.requires_grad = False
+        inps, targets = self.exp.preprocess(inps, targets, self.input_size)
+        data_end_time = time.time()
+        self.clock.mark("preprocessing/resize")
+
+        values = self.step(inps, targets)
+
+        lr = self.lr_scheduler.update_lr(self.progress_in_iter + 1)
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
+
+        iter_end_time = time.time()
+        self.meter.update(iter_time=iter_end_time - iter_start_time, data_time=data_end_time - iter_start_time, lr=lr,
+                          **values)
+
+    def _check_step(self, values):
+        """Before backward: stop every rank together on a non-finite loss or a stop request (one all-reduce)."""
+        not_finite = not all(map(_finite, values.values()))
+        stop = self.stop_request.requested
+        if self.is_distributed:
+            flags = torch.tensor([float(not_finite), float(stop)], device=self._collective_device())
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            not_finite, stop = bool(flags[0].item()), bool(flags[1].item())
+        # only the agreed value decides (a signal arriving after the all-reduce waits for the next one)
+        self._agreed_stop = stop
+        if not_finite:
+            terms = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+            where = f"epoch {self.epoch + 1}/{self.max_epoch}, iter {self.iter + 1}/{self.max_iter}"
+            raise NonFiniteLossError(
+                f"the loss is not finite at {where} ({terms}){'' if self.rank == 0 else ' on some rank'}; training "
+                f"stopped and the last checkpoint in {self.file_name} was kept. Lower basic_lr_per_img or raise "
+                "warmup_epochs, and check the labels of the data."
+            )
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def before_train(self):
+        logger.info("args: {}".format(self.args))
+        logger.info("exp value:\n{}".format(self.exp))
+        if self.amp_training and self.device.type != "cuda":
+            logger.info("--fp16 on the CPU: bfloat16 autocast, no GradScaler (float16 mixed precision needs CUDA)")
+
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        model = self.exp.get_model()
+        if callable(getattr(self.exp, "apply_memory_format", None)):
+            model = self.exp.apply_memory_format(model)  # also for an Exp whose own get_model does not
+        logger.info("Model Summary: {}".format(get_model_info(model, self.exp.test_size)))
+        model.to(self.device)
+
+        self.optimizer = self.exp.get_optimizer(self.args.batch_size)
+        ckpt = self.resume_train(model)
+
+        self.no_aug = self.start_epoch >= self.max_epoch - self.exp.no_aug_epochs
+        self.train_loader = self.exp.get_data_loader(
+            batch_size=self.args.batch_size,
+            is_distributed=self.is_distributed,
+            no_aug=self.no_aug,
+            cache_img=getattr(self.args, "cache", None),
+        )
+        self.max_iter = len(self.train_loader)
+        self._align_resume_with_loader(ckpt)
+        self.lr_scheduler = self.exp.get_lr_scheduler(self.exp.basic_lr_per_img * self.args.batch_size, self.max_iter)
+        if getattr(self.args, "occupy", False):
+            if self.device.type == "cuda":
+                occupy_mem(self.local_rank)
+            else:
+                logger.info("-o/--occupy reserves GPU memory; ignored on the CPU")
+
+        if self.is_distributed:
+            device_ids = [self.local_rank] if self.device.type == "cuda" else None
+            model = DDP(model, device_ids=device_ids, broadcast_buffers=False)
+
+        if self.use_model_ema:
+            self.ema_model = ModelEMA(model, 0.9998)
+            if ckpt is not None and "raw_model" in ckpt:
+                self.ema_model.ema.load_state_dict(ckpt["model"])
+                self.ema_model.updates = int(ckpt.get("ema_updates", self.max_iter * self.start_epoch))
+            else:  # a fresh run, or an official checkpoint (its "model" is the EMA): the official rebuild
+                self.ema_model.updates = self.max_iter * self.start_epoch + self.start_iter
+        self.model = model
+        self.step = TrainStep(self.model, self.optimizer, self.scaler, self.ema_model if self.use_model_ema else None,
+                              self.device, self.amp_training, check=self._check_step)
+
+        self.evaluator = self.exp.get_evaluator(batch_size=self.args.batch_size, is_distributed=self.is_distributed)
+        self._setup_tensorboard()
+        if self.profile_iters > 0:
+            self.clock = StageClock(self.device)
+            self.step.clock = self.clock
+            self._profile_hooks = stage_hooks(self.model, self.clock)
+            self._profile_hooks.__enter__()
+            logger.info(f"profiling {self.profile_iters} iterations after {PROFILE_WARMUP_ITERS} of warm-up")
+
+        self._start_data_stream(self.start_epoch * self.max_iter + self.start_iter)
+        if ckpt is not None and "rng" in ckpt:
+            set_rng_states(ckpt["rng"])
+        logger.info("Training start...")
+        logger.info("\n{}".format(_unwrap(model)))
+
+    def _setup_tensorboard(self):
+        if self.rank != 0 or getattr(self.args, "logger", None) != "tensorboard":
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if getattr(self.args, "logger_explicit", True):
+                raise ValueError(
+                    "-l tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+                    "(or pip install tensorboard), or leave out -l"
+                ) from None
+            logger.info("tensorboard is not installed: no tensorboard/ scalars (pip install -e '.[tensorboard]')")
+            return
+        self.tblogger = SummaryWriter(os.path.join(self.file_name, "tensorboard"))
+
+    def _train_sampler(self):
+        """The loader's InfiniteSampler (anything with set_start), or None for a custom sampler."""
+        batch_sampler = getattr(self.train_loader, "batch_sampler", None)
+        sampler = getattr(batch_sampler, "sampler", None)
+        return sampler if callable(getattr(sampler, "set_start", None)) else None
+
+    def _batch_per_rank(self):
+        batch_sampler = getattr(self.train_loader, "batch_sampler", None)
+        return int(getattr(batch_sampler, "batch_size", None) or self.args.batch_size // get_world_size())
+
+    def _start_data_stream(self, progress):
+        """(Re)start the loader at iteration `progress` of the run: its data is a function of the seed and of that
+        position only."""
+        sampler = self._train_sampler()
+        if sampler is not None:
+            if self.data_seed is None:
+                self.data_seed = self.exp.seed if self.exp.seed is not None else self._shared_random_seed()
+            sampler.set_seed(self.data_seed)
+            sampler.set_start(progress * self._batch_per_rank())
+        elif progress > 0 and not getattr(self, "_warned_sampler", False):
+            self._warned_sampler = True
+            logger.warning("the Exp's train loader has no InfiniteSampler: a resumed run sees other data than the "
+                           "uninterrupted run would have")
+        epoch = progress // max(self.max_iter, 1)
+        generator = torch.Generator()
+        generator.manual_seed(mix_seed(self.data_seed or 0, epoch, self.rank))
+        self.train_loader.generator = generator  # worker seeds from (seed, epoch, global rank) + worker id
+        logger.info("init prefetcher, this might take one minute or less...")
+        self.prefetcher = DataPrefetcher(self.train_loader, self.device)
+
+    def _shared_random_seed(self):
+        """A random seed drawn on rank 0 and given to every rank (the Exp has seed None)."""
+        seed = torch.tensor([random.SystemRandom().randrange(2**62)], dtype=torch.int64,
+                            device=self._collective_device())
+        if self.is_distributed:
+            dist.broadcast(seed, 0)
+        return int(seed.item())
+
+    def _collective_device(self):
+        return self.device if self.is_distributed and dist.get_backend() == "nccl" else torch.device("cpu")
+
+    # ------------------------------------------------------------------------------------------ epochs and iterations
+    def after_train(self):
+        if getattr(self, "_profile_hooks", None) is not None:
+            self._profile_hooks.__exit__(None, None, None)
+            self._profile_hooks = None
+        if self.tblogger is not None:
+            self.tblogger.close()
+        logger.info("Training of experiment is done and the best AP is {:.2f}".format(self.best_ap * 100))
+
+    def before_epoch(self):
+        logger.info("---> start train epoch{}".format(self.epoch + 1))
+        if self.epoch + 1 == self.max_epoch - self.exp.no_aug_epochs or self.no_aug:
+            logger.info("--->No mosaic aug now!")
+            self.train_loader.close_mosaic()
+            logger.info("--->Add additional L1 loss now!")
+            _unwrap(self.model).head.use_l1 = True
+            self.exp.eval_interval = 1
+            if not self.no_aug:
+                # batches already made with mosaic are dropped: the stream restarts here without it
+                first = self.epoch * self.max_iter + (self.start_iter if self.epoch == self.start_epoch else 0)
+                self._start_data_stream(first)
+                self.save_ckpt(ckpt_name="last_mosaic_epoch", next_iteration=first)
+
+    def after_epoch(self):
+        evaluated = (self.epoch + 1) % self.exp.eval_interval == 0
+        if evaluated:
+            all_reduce_norm(self.model)
+            if self.use_model_ema:
+                all_reduce_norm(self.ema_model.ema)
+            self.evaluate_and_save_model()
+        else:
+            self.save_ckpt(ckpt_name="latest")
+
+    def before_iter(self):
+        if self._agreed_stop:
+            self.save_ckpt(ckpt_name="latest", next_iteration=self.progress_in_iter)
+            raise TrainingInterrupted(
+                f"training stopped before epoch {self.epoch + 1}, iter {self.iter + 1}; resume with --resume "
+                f"(the state is in {os.path.join(self.file_name, 'latest_ckpt.pth')})"
+            )
+        if self.profile_iters > 0:
+            done = self.progress_in_iter - (self.start_epoch * self.max_iter + self.start_iter)
+            self.clock.recording = PROFILE_WARMUP_ITERS <= done < PROFILE_WARMUP_ITERS + self.profile_iters
+
+    def after_iter(self):
+        if (self.iter + 1) % self.exp.print_interval == 0:
+            self._log_progress()
+            self.meter.clear_meters()
+
+        # random resizing
+        if (self.progress_in_iter + 1) % 10 == 0:
+            self.input_size = self.exp.random_resize(self.train_loader, self.epoch, self.rank, self.is_distributed)
+        self.clock.end_iteration()
+        if self.profile_iters > 0 and self.clock.iterations >= self.profile_iters:
+            self._report_profile()
+
+    def _log_progress(self):
+        left_iters = self.max_iter * self.max_epoch - (self.progress_in_iter + 1)
+        eta_seconds = self.meter["iter_time"].global_avg * left_iters
+        eta_str = "ETA: {}".format(datetime.timedelta(seconds=int(eta_seconds)))
+        progress_str = "epoch: {}/{}, iter: {}/{}".format(self.epoch + 1, self.max_epoch, self.iter + 1, self.max_iter)
+        loss_meter = {k: self.meter[k] for k in LOSS_KEYS if k in self.meter}
+        loss_str = ", ".join("{}: {:.1f}".format(k, v.latest) for k, v in loss_meter.items())
+        time_meter = self.meter.get_filtered_meter("time")
+        time_str = ", ".join("{}: {:.3f}s".format(k, v.avg) for k, v in time_meter.items())
+        mem_str = "gpu mem: {:.0f}Mb, mem: {:.1f}Gb".format(gpu_mem_usage(), mem_usage())
+        logger.info(
+            "{}, {}, {}, {}, lr: {:.3e}".format(progress_str, mem_str, time_str, loss_str, self.meter["lr"].latest)
+            + ", size: {:d}, {}".format(self.input_size[0], eta_str)
+        )
+        if self.tblogger is not None:
+            step = self.progress_in_iter + 1
+            self.tblogger.add_scalar("train/lr", self.meter["lr"].latest, step)
+            for k, v in loss_meter.items():
+                self.tblogger.add_scalar(f"train/{k}", v.latest, step)
+
+    def _report_profile(self):
+        title = (f"per-stage profile: {self.clock.iterations} iterations after {PROFILE_WARMUP_ITERS} of warm-up, "
+                 f"batch {self._batch_per_rank()} per process, size {self.input_size}, "
+                 f"simota_mode {getattr(_unwrap(self.model).head, 'simota_mode', '-')}, device {self.device}")
+        logger.info("\n" + profile_table(self.clock.per_iteration_ms(), title))
+        self.profile_iters = 0
+        self.clock = NullClock()
+        self.step.clock = self.clock
+        raise _ProfileDone()
+
+    @property
+    def progress_in_iter(self):
+        return self.epoch * self.max_iter + self.iter
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def resume_train(self, model):
+        """Load the run to resume (--resume) or the weights to fine-tune from (-c); returns the checkpoint or None."""
+        self.start_epoch = 0
+        if getattr(self.args, "resume", False):
+            ckpt_file = self.args.ckpt or os.path.join(self.file_name, "latest_ckpt.pth")
+            if not os.path.isfile(ckpt_file):
+                raise FileNotFoundError(
+                    f"--resume found no checkpoint at {ckpt_file}: train without --resume to start afresh, or give "
+                    "the checkpoint to resume with -c (and the experiment name with -expn)"
+                )
+            logger.info(f"resume training from {ckpt_file}")
+            ckpt = load_checkpoint_file(ckpt_file, map_location=self.device)
+            weights = ckpt.get("raw_model") or state_dict_from_checkpoint(ckpt, ckpt_file)
+            if "raw_model" not in ckpt:
+                logger.warning(f"{ckpt_file} holds only the EMA weights (an official or older checkpoint): training "
+                               "continues from them, so the resumed run is close to, not equal to, the original")
+            check_fits(model, weights, ckpt_file)
+            model.load_state_dict(weights)
+            if "optimizer" in ckpt:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+            if "scaler" in ckpt and self.scaler.is_enabled():
+                self.scaler.load_state_dict(ckpt["scaler"])
+            self.best_ap = float(ckpt.get("best_ap", 0.0))
+            self.curr_ap = float(ckpt.get("curr_ap", 0.0))
+            self.data_seed = ckpt.get("data_seed")
+            if ckpt.get("input_size") is not None:
+                self.input_size = tuple(int(v) for v in ckpt["input_size"])
+            if "eval_interval" in ckpt:
+                self.exp.eval_interval = int(ckpt["eval_interval"])
+            if self.args.start_epoch is not None:
+                self.start_epoch = self.args.start_epoch - 1
+                ckpt.pop("iteration", None)  # -e: from the start of that epoch
+            else:
+                self.start_epoch = int(ckpt.get("start_epoch", 0))
+            logger.info(f"loaded checkpoint '{ckpt_file}' (epoch {self.start_epoch})")
+            return ckpt
+        if self.args.ckpt is not None:
+            logger.info("loading checkpoint for fine tuning")
+            self._load_for_fine_tuning(model, self.args.ckpt)
+        return None
+
+    def _load_for_fine_tuning(self, model, ckpt_file):
+        """Load the checkpoint's weights where names and shapes fit; skip the class-prediction tensors of another
+        class count (one log line), and refuse a checkpoint of another model size."""
+        state_dict = state_dict_from_checkpoint(load_checkpoint_file(ckpt_file, map_location=self.device), ckpt_file)
+        model_sd = model.state_dict()
+        other_shape = [k for k, v in state_dict.items() if k in model_sd and v.shape != model_sd[k].shape]
+        structural = [k for k in other_shape if ".cls_preds." not in k]
+        if structural or not any(k in model_sd for k in state_dict):
+            check_fits(model, {k: v for k, v in state_dict.items()}, ckpt_file)  # raises with the details
+        kept = {k: v for k, v in state_dict.items() if k in model_sd and k not in other_shape}
+        missing = [k for k in model_sd if k not in kept]
+        if other_shape:
+            logger.info(f"fine-tuning: {len(other_shape)} tensors of another shape left as initialised "
+                        f"(another class count): {', '.join(other_shape)}")
+        if missing and len(missing) > len(other_shape):
+            logger.warning(f"fine-tuning: {len(missing) - len(other_shape)} model tensors are not in {ckpt_file} "
+                           f"(e.g. {[k for k in missing if k not in other_shape][0]})")
+        model.load_state_dict(kept, strict=False)
+
+    def _align_resume_with_loader(self, ckpt):
+        """The iteration to resume at, now that the epoch length is known (mid-epoch checkpoints of Ctrl-C)."""
+        self.start_iter = 0
+        if ckpt is None or "iteration" not in ckpt:
+            return
+        if int(ckpt.get("iters_per_epoch", -1)) != self.max_iter:
+            logger.warning(f"the checkpoint was written with {ckpt.get('iters_per_epoch')} iterations per epoch and "
+                           f"this run has {self.max_iter} (batch size or data changed): resuming at epoch "
+                           f"{self.start_epoch + 1} from its first iteration")
+            return
+        epoch, it = divmod(int(ckpt["iteration"]), self.max_iter)
+        self.start_epoch, self.start_iter = epoch, it
+
+    def evaluate_and_save_model(self):
+        evalmodel = self.ema_model.ema if self.use_model_ema else _unwrap(self.model)
+        with adjust_status(evalmodel, training=False):
+            ap50_95, ap50, summary = self.exp.eval(evalmodel, self.evaluator, self.is_distributed)
+        if self.is_distributed:  # rank 0 scored: everyone takes its numbers, so that "best" is the same everywhere
+            scores = torch.tensor([ap50_95, ap50], dtype=torch.float64, device=self._collective_device())
+            dist.broadcast(scores, 0)
+            ap50_95, ap50 = scores.tolist()
+        update_best_ckpt = ap50_95 > self.best_ap
+        self.best_ap = max(self.best_ap, ap50_95)
+        self.curr_ap = ap50_95
+
+        if self.rank == 0:
+            if self.tblogger is not None:
+                self.tblogger.add_scalar("val/COCOAP50", ap50, self.epoch + 1)
+                self.tblogger.add_scalar("val/COCOAP50_95", ap50_95, self.epoch + 1)
+            logger.info("\n" + (summary or ""))
+            logger.info(f"Evaluation at epoch {self.epoch + 1}/{self.max_epoch}, iteration "
+                        f"{self.progress_in_iter + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}, "
+                        f"best AP50:95 {self.best_ap:.4f}")
+        synchronize()
+
+        self.save_ckpt("latest")
+        self.save_ckpt("last_epoch", update_best_ckpt)
+        if self.save_history_ckpt:
+            self.save_ckpt(f"epoch_{self.epoch + 1}")
+
+    def checkpoint_state(self, next_iteration=None):
+        """Everything a resume restores; "model" holds the EMA weights (as the published files)."""
+        if next_iteration is None:
+            next_iteration = (self.epoch + 1) * self.max_iter
+        raw = _unwrap(self.model).state_dict()
+        state = {
+            "start_epoch": next_iteration // self.max_iter,
+            "model": self.ema_model.ema.state_dict() if self.use_model_ema else raw,
+            "optimizer": self.optimizer.state_dict(),
+            "best_ap": self.best_ap,
+            "curr_ap": self.curr_ap,
+            "iteration": next_iteration,
+            "iters_per_epoch": self.max_iter,
+            "input_size": list(self.input_size),
+            "data_seed": self.data_seed,
+            "eval_interval": self.exp.eval_interval,
+            "rng": get_rng_states(),
+            "exp": str(self.exp),
+        }
+        if self.use_model_ema:
+            state["raw_model"] = raw
+            state["ema_updates"] = self.ema_model.updates
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def save_ckpt(self, ckpt_name, update_best_ckpt=False, next_iteration=None):
+        if self.rank != 0:
+            return
+        logger.info("Save weights to {}".format(self.file_name))
+        state = self.checkpoint_state(next_iteration)
+        atomic_save(state, os.path.join(self.file_name, f"{ckpt_name}_ckpt.pth"))
+        if update_best_ckpt:
+            atomic_save(state, os.path.join(self.file_name, "best_ckpt.pth"))
+
+
+class _ProfileDone(Exception):
+    """Raised after the profile table is printed: a --profile run stops there."""
+
+
+def _finite(value):
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _make_output_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_test_{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write to the output folder {path} ({e.strerror or e}); set output_dir in the Exp or on the "
+            "command line (e.g. `output_dir /tmp/YOLOX_outputs`), or choose another -expn"
+        ) from None
