@@ -6,7 +6,7 @@ import cv2
 import torch
 from loguru import logger
 
-from yolox.utils import load_model_weights
+from yolox.exp import load_exp_weights
 
 from .assign_vis import assign_image, chw_to_bgr, draw_assignment
 from .predictor import resolve_device
@@ -60,7 +60,7 @@ def run_assign_vis_cli(argv=None):
     device = resolve_device(args.device)
     model = exp.get_model()
     if args.ckpt is not None:
-        load_model_weights(model, args.ckpt, num_classes=exp.num_classes)
+        load_exp_weights(model, args.ckpt, num_classes=exp.num_classes)
         logger.info(f"assignment from the predictions of {args.ckpt}")
     else:
         logger.info("no -c given: assignment from the predictions of the initial model (as at the start of training)")

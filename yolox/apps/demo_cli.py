@@ -5,7 +5,8 @@ import time
 
 from loguru import logger
 
-from yolox.utils import fuse_model, get_model_info, load_model_weights
+from yolox.exp import load_exp_weights
+from yolox.utils import fuse_model, get_model_info
 
 from .class_names import class_names_for_exp
 from .cli import apply_test_overrides
@@ -62,7 +63,7 @@ def run_demo_cli(argv=None):
     logger.info("Model Summary: {}".format(get_model_info(model, exp.test_size)))
     ckpt_file = args.ckpt if args.ckpt is not None else os.path.join(file_name, "best_ckpt.pth")
     logger.info("loading checkpoint from {}".format(ckpt_file))
-    load_model_weights(model, ckpt_file, num_classes=exp.num_classes)
+    load_exp_weights(model, ckpt_file, num_classes=exp.num_classes)
     logger.info("loaded checkpoint done.")
     model.eval()
     if args.fuse:

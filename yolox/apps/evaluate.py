@@ -8,7 +8,8 @@ import torch
 from loguru import logger
 
 import yolox.utils as yutils
-from yolox.utils import fuse_model, get_local_rank, get_model_info, load_model_weights
+from yolox.exp import load_exp_weights
+from yolox.utils import fuse_model, get_local_rank, get_model_info
 
 from .cli import apply_test_overrides
 
@@ -90,12 +91,6 @@ def eval_main(exp, args, num_gpu):
 
     model = exp.get_model()
     logger.info("Model Summary: {}".format(get_model_info(model, exp.test_size)))
-    evaluator = exp.get_evaluator(args.batch_size, is_distributed, args.test, args.legacy)
-    evaluator.per_class_AP = True
-    evaluator.per_class_AR = True
-    if args.test and hasattr(evaluator, "testdev_file"):
-        evaluator.testdev_file = os.path.join(file_name, "yolox_testdev_2017.json")
-
     device = eval_device(rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -105,8 +100,14 @@ def eval_main(exp, args, num_gpu):
     else:
         ckpt_file = args.ckpt if args.ckpt is not None else os.path.join(file_name, "best_ckpt.pth")
         logger.info("loading checkpoint from {}".format(ckpt_file))
-        load_model_weights(model, ckpt_file, num_classes=exp.num_classes, map_location=device)
+        load_exp_weights(model, ckpt_file, num_classes=exp.num_classes, map_location=device)
         logger.info("loaded checkpoint done.")
+    evaluator = exp.get_evaluator(args.batch_size, is_distributed, args.test, args.legacy)
+    evaluator.per_class_AP = True
+    evaluator.per_class_AR = True
+    if args.test and hasattr(evaluator, "testdev_file"):
+        evaluator.testdev_file = os.path.join(file_name, "yolox_testdev_2017.json")
+
     if args.fuse:
         logger.info("\tFusing model...")
         model = fuse_model(model)

@@ -4,7 +4,7 @@ import os
 
 from loguru import logger
 
-from yolox.utils import load_model_weights
+from yolox.exp import load_exp_weights
 
 from .export import export_onnx, export_torchscript, prepare_for_export
 
@@ -52,7 +52,7 @@ def build_export_model(args):
         ckpt_file = os.path.join(exp.output_dir, args.experiment_name, "best_ckpt.pth")
     else:
         ckpt_file = args.ckpt
-    load_model_weights(model, ckpt_file, num_classes=exp.num_classes)
+    load_exp_weights(model, ckpt_file, num_classes=exp.num_classes)
     logger.info("loading checkpoint done.")
     return exp, prepare_for_export(model, args.decode_in_inference)
 

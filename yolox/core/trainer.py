@@ -6,6 +6,8 @@ Hooks keep the official names (before_train, before_epoch, before_iter, train_on
 after_train, resume_train, evaluate_and_save_model, save_ckpt) so that users' Trainer subclasses keep working.
 """
 import datetime
+import inspect
+import json
 import os
 import random
 import signal
@@ -18,8 +20,10 @@ from loguru import logger
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from yolox.data import DataPrefetcher
+from yolox.exp import mismatch_hint
 from yolox.utils import (
     CheckpointError,
+    CheckpointMismatchError,
     MeterBuffer,
     ModelEMA,
     adjust_status,
@@ -46,9 +50,12 @@ from yolox.utils import (
 from .stage_profile import NullClock, StageClock, profile_table, stage_hooks
 from .step import LOSS_KEYS, NonFiniteLossError, TrainStep
 
-__all__ = ["Trainer", "TrainingInterrupted", "NonFiniteLossError", "PROFILE_WARMUP_ITERS"]
+__all__ = ["Trainer", "TrainingInterrupted", "NonFiniteLossError", "PROFILE_WARMUP_ITERS", "METRICS_FILE"]
 
 PROFILE_WARMUP_ITERS = 5
+# one JSON object per logged iteration and per evaluation, appended by rank 0 beside train_log.txt: the same numbers
+# as the log lines, at full precision, for curves and scripts
+METRICS_FILE = "metrics.jsonl"
 
 
 class TrainingInterrupted(Exception):
@@ -213,6 +220,7 @@ class Trainer:
             cache_img=getattr(self.args, "cache", None),
         )
         self.max_iter = len(self.train_loader)
+        self._check_class_count()
         self._align_resume_with_loader(ckpt)
         self.lr_scheduler = self.exp.get_lr_scheduler(self.exp.basic_lr_per_img * self.args.batch_size, self.max_iter)
         if getattr(self.args, "occupy", False):
@@ -223,7 +231,7 @@ class Trainer:
 
         if self.is_distributed:
             device_ids = [self.local_rank] if self.device.type == "cuda" else None
-            model = DDP(model, device_ids=device_ids, broadcast_buffers=False)
+            model = DDP(model, device_ids=device_ids, **_rank_local_buffers())
 
         if self.use_model_ema:
             self.ema_model = ModelEMA(model, 0.9998)
@@ -250,6 +258,18 @@ class Trainer:
             set_rng_states(ckpt["rng"])
         logger.info("Training start...")
         logger.info("\n{}".format(_unwrap(model)))
+
+    def _check_class_count(self):
+        """A COCO-format training set must have exactly the Exp's num_classes categories."""
+        dataset = getattr(self.train_loader, "dataset", None)
+        dataset = getattr(dataset, "_dataset", dataset)  # the set inside MosaicDetection
+        class_ids = getattr(dataset, "class_ids", None)
+        if class_ids is not None and len(class_ids) != self.exp.num_classes:
+            raise ValueError(
+                f"{getattr(dataset, 'ann_path', 'the training set')} has {len(class_ids)} categories but the Exp has "
+                f"num_classes = {self.exp.num_classes}; set `self.num_classes = {len(class_ids)}` in the Exp file or "
+                f"add `num_classes {len(class_ids)}` to the command line"
+            )
 
     def _setup_tensorboard(self):
         if self.rank != 0 or getattr(self.args, "logger", None) != "tensorboard":
@@ -377,11 +397,21 @@ class Trainer:
             "{}, {}, {}, {}, lr: {:.3e}".format(progress_str, mem_str, time_str, loss_str, self.meter["lr"].latest)
             + ", size: {:d}, {}".format(self.input_size[0], eta_str)
         )
+        step = self.progress_in_iter + 1
+        record = {"iteration": step, "epoch": self.epoch + 1, "lr": self.meter["lr"].latest,
+                  **{k: v.latest for k, v in loss_meter.items()},
+                  **{k: v.avg for k, v in time_meter.items()}, "size": self.input_size[0]}
+        self._write_metrics(record)
         if self.tblogger is not None:
-            step = self.progress_in_iter + 1
             self.tblogger.add_scalar("train/lr", self.meter["lr"].latest, step)
             for k, v in loss_meter.items():
                 self.tblogger.add_scalar(f"train/{k}", v.latest, step)
+
+    def _write_metrics(self, record):
+        if self.rank != 0:
+            return
+        with open(os.path.join(self.file_name, METRICS_FILE), "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def _report_profile(self):
         title = (f"per-stage profile: {self.clock.iterations} iterations after {PROFILE_WARMUP_ITERS} of warm-up, "
@@ -414,7 +444,7 @@ class Trainer:
             if "raw_model" not in ckpt:
                 logger.warning(f"{ckpt_file} holds only the EMA weights (an official or older checkpoint): training "
                                "continues from them, so the resumed run is close to, not equal to, the original")
-            check_fits(model, weights, ckpt_file)
+            _check_fits(model, weights, ckpt_file)
             model.load_state_dict(weights)
             if "optimizer" in ckpt:
                 self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -447,7 +477,7 @@ class Trainer:
         other_shape = [k for k, v in state_dict.items() if k in model_sd and v.shape != model_sd[k].shape]
         structural = [k for k in other_shape if ".cls_preds." not in k]
         if structural or not any(k in model_sd for k in state_dict):
-            check_fits(model, {k: v for k, v in state_dict.items()}, ckpt_file)  # raises with the details
+            _check_fits(model, state_dict, ckpt_file)  # raises with the details
         kept = {k: v for k, v in state_dict.items() if k in model_sd and k not in other_shape}
         missing = [k for k in model_sd if k not in kept]
         if other_shape:
@@ -491,6 +521,8 @@ class Trainer:
             logger.info(f"Evaluation at epoch {self.epoch + 1}/{self.max_epoch}, iteration "
                         f"{self.progress_in_iter + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}, "
                         f"best AP50:95 {self.best_ap:.4f}")
+            self._write_metrics({"iteration": self.progress_in_iter + 1, "epoch": self.epoch + 1,
+                                 "AP50_95": ap50_95, "AP50": ap50})
         synchronize()
 
         self.save_ckpt("latest")
@@ -527,15 +559,32 @@ class Trainer:
     def save_ckpt(self, ckpt_name, update_best_ckpt=False, next_iteration=None):
         if self.rank != 0:
             return
-        logger.info("Save weights to {}".format(self.file_name))
         state = self.checkpoint_state(next_iteration)
-        atomic_save(state, os.path.join(self.file_name, f"{ckpt_name}_ckpt.pth"))
+        path = os.path.join(self.file_name, f"{ckpt_name}_ckpt.pth")
+        logger.info("Save weights to {}".format(path))
+        atomic_save(state, path)
         if update_best_ckpt:
             atomic_save(state, os.path.join(self.file_name, "best_ckpt.pth"))
 
 
 class _ProfileDone(Exception):
     """Raised after the profile table is printed: a --profile run stops there."""
+
+
+def _check_fits(model, state_dict, path):
+    """check_fits, naming the published model a checkpoint of another size holds."""
+    try:
+        check_fits(model, state_dict, path)
+    except CheckpointMismatchError as e:
+        raise CheckpointError(f"{e}{mismatch_hint(state_dict)}") from None
+
+
+def _rank_local_buffers():
+    """DDP keyword for BN statistics kept per rank (synced at start only), as the official broadcast_buffers=False;
+    newer torch names it forward_sync_buffers."""
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def _finite(value):

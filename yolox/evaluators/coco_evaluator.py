@@ -88,6 +88,13 @@ class COCOEvaluator:
 
     def __init__(self, dataloader, img_size, confthre, nmsthre, num_classes, testdev=False, per_class_AP=True,
                  per_class_AR=True, testdev_file="./yolox_testdev_2017.json"):
+        class_ids = getattr(getattr(dataloader, "dataset", None), "class_ids", None)
+        if class_ids is not None and len(class_ids) != num_classes:
+            where = getattr(dataloader.dataset, "ann_path", "the evaluation set")
+            raise ValueError(
+                f"{where} has {len(class_ids)} categories but the model predicts num_classes = {num_classes}; set "
+                f"num_classes {len(class_ids)} in the Exp (or on the command line) or evaluate on matching data"
+            )
         self.dataloader = dataloader
         self.img_size = img_size
         self.confthre = confthre

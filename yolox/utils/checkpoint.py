@@ -32,9 +32,12 @@ class CheckpointMismatchError(CheckpointError):
     """The checkpoint's tensors do not fit the model (another model size or kind); `state_dict` is the checkpoint's,
     so that a caller can say which model it belongs to."""
 
-    def __init__(self, message, state_dict=None):
+    def __init__(self, message, state_dict=None, mismatched=(), missing=(), unexpected=()):
         super().__init__(message)
         self.state_dict = state_dict
+        self.mismatched = list(mismatched)  # names of the tensors whose shapes differ
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
 
 
 def load_checkpoint_file(path, map_location="cpu"):
@@ -92,11 +95,17 @@ def load_model_weights(model, path, num_classes=None, strict=True, map_location=
     """
     ckpt = load_checkpoint_file(path, map_location=map_location)
     state_dict = state_dict_from_checkpoint(ckpt, path)
-    check_num_classes(state_dict, num_classes, path)
     if strict:
-        check_fits(model, state_dict, path)
+        try:
+            check_fits(model, state_dict, path)
+        except CheckpointMismatchError as e:
+            if all(".cls_preds." in k for k in e.mismatched):
+                check_num_classes(state_dict, num_classes, path)  # only the class count differs: say so
+            raise
+        check_num_classes(state_dict, num_classes, path)
         model.load_state_dict(state_dict, strict=True)
     else:
+        check_num_classes(state_dict, num_classes, path)
         load_ckpt(model, state_dict)
     return ckpt
 
@@ -106,12 +115,14 @@ def check_fits(model, state_dict, path="<checkpoint>"):
     model_sd = model.state_dict()
     missing = [k for k in model_sd if k not in state_dict]
     unexpected = [k for k in state_dict if k not in model_sd]
-    mismatched = _mismatched_shapes(model_sd, state_dict)
+    mismatched = [k for k, v in state_dict.items() if k in model_sd and tuple(v.shape) != tuple(model_sd[k].shape)]
     if not (missing or unexpected or mismatched):
         return
     parts = []
     if mismatched:
-        parts.append(f"{len(mismatched)} of {len(model_sd)} tensors have another shape (e.g. {mismatched[0]})")
+        k = mismatched[0]
+        parts.append(f"{len(mismatched)} of {len(model_sd)} tensors have another shape (e.g. {k}: checkpoint "
+                     f"{tuple(state_dict[k].shape)}, model {tuple(model_sd[k].shape)})")
     if missing:
         parts.append(f"{len(missing)} model tensors are not in it (e.g. {missing[0]})")
     if unexpected:
@@ -119,16 +130,8 @@ def check_fits(model, state_dict, path="<checkpoint>"):
     raise CheckpointMismatchError(
         f"checkpoint {path!r} holds another model than the one the Exp builds: {'; '.join(parts)}. "
         "Use the Exp (-f / -n) the checkpoint was trained with.",
-        state_dict,
+        state_dict, mismatched, missing, unexpected,
     )
-
-
-def _mismatched_shapes(model_sd, ckpt_sd):
-    return [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_sd[k].shape)}"
-        for k, v in ckpt_sd.items()
-        if k in model_sd and tuple(v.shape) != tuple(model_sd[k].shape)
-    ]
 
 
 def load_ckpt(model, ckpt):
