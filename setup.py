@@ -28,9 +28,11 @@ setup(
         "tqdm>=4.64",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80"],
+        # the tests also cover the training curve (matplotlib) and the tensorboard scalars
+        "test": ["pytest>=7", "hypothesis>=6.80", "matplotlib>=3.5", "tensorboard>=2.12"],
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
         "tensorboard": ["tensorboard>=2.12"],
+        "plot": ["matplotlib>=3.5"],  # the training curve PNG at the end of training
     },
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
 )

@@ -1,5 +1,7 @@
 """Samplers, the YOLOX DataLoader, seeded workers, the prefetcher, and memory staying flat with workers."""
+import json
 import random
+import subprocess
 import sys
 
 import numpy as np
@@ -18,7 +20,6 @@ from yolox.data import (
     YoloBatchSampler,
     worker_init_reset_seed,
 )
-from yolox.data.bench import memory_over_samples
 
 
 def test_infinite_sampler_seeded_and_rank_disjoint():
@@ -144,7 +145,6 @@ def test_prefetcher_copies_to_cuda():
 def test_worker_memory_stays_flat(tmp_path):
     """20 000 image entries (four real files): workers touching random entries must not copy the labels' pages."""
     make_coco(tmp_path, [(48, 64), (64, 48), (40, 40), (64, 64)], boxes_per_image=3)
-    import json
 
     ann = tmp_path / "annotations" / "instances_train2017.json"
     coco = json.loads(ann.read_text())
@@ -157,10 +157,20 @@ def test_worker_memory_stays_flat(tmp_path):
                 if a["image_id"] == im["id"]:
                     annotations.append(dict(a, id=len(annotations) + 1, image_id=new_id))
     ann.write_text(json.dumps(dict(coco, images=images, annotations=annotations)))
-    ds = COCODataset(str(tmp_path), img_size=(64, 64))
-    assert len(ds) == 20000
-    mosaic = MosaicDetection(ds, (64, 64), preproc=TrainTransform(max_labels=50), enable_mixup=True)
-    rows = memory_over_samples(mosaic, num_workers=2, num_samples=1600, batch_size=16, every=400)
+    # Measured in a fresh process, as training runs: a fork of this pytest process would inherit its fragmented
+    # heap, and workers reusing freed chunks of inherited pages copy them, which is noise and not what is tested.
+    script = (
+        "import json, sys\n"
+        "from yolox.data import COCODataset, MosaicDetection, TrainTransform\n"
+        "from yolox.data.bench import memory_over_samples\n"
+        "ds = COCODataset(sys.argv[1], img_size=(64, 64))\n"
+        "assert len(ds) == 20000, len(ds)\n"
+        "mosaic = MosaicDetection(ds, (64, 64), preproc=TrainTransform(max_labels=50), enable_mixup=True)\n"
+        "print(json.dumps(memory_over_samples(mosaic, num_workers=2, num_samples=1600, batch_size=16, every=400)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
     private = [r[3] for r in rows]
     main_rss = [r[1] for r in rows]
     # the labels and ids of 20 000 images are a few MiB: copying them into the workers would show here

@@ -32,7 +32,7 @@ def _reset_logger():
 
 
 def test_two_epoch_run_writes_checkpoints_log_and_an_ap_that_eval_reproduces(tmp_path):
-    trainer = run_train_cli(train_argv(tmp_path, data_num_workers=1))
+    trainer = run_train_cli(train_argv(tmp_path, data_num_workers=1, save_history_ckpt=True))
     folder = run_dir(tmp_path)
     names = {p.name for p in folder.iterdir()}
     assert {"latest_ckpt.pth", "last_epoch_ckpt.pth", "best_ckpt.pth", "epoch_1_ckpt.pth", "epoch_2_ckpt.pth",

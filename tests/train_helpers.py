@@ -29,6 +29,7 @@ def tiny_opts(output_dir, **overrides):
         "data_num_workers": 0,
         "test_conf": 1e-5,
         "seed": 3,
+        "save_history_ckpt": True,  # the forest Exp keeps no epoch_N_ckpt.pth; the trainer's tests look at them
     }
     opts.update(overrides)
     return [str(x) for kv in opts.items() for x in kv]

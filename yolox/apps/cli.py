@@ -6,12 +6,13 @@ from torch.multiprocessing import ProcessExitedException
 
 from yolox.core import NonFiniteLossError, TrainingInterrupted
 from yolox.data import CorruptImageError
-from yolox.utils import CheckpointError
+from yolox.utils import CheckpointError, MatplotlibMissing
 
 __all__ = ["USER_ERRORS", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "run_cli", "user_message", "apply_test_overrides"]
 
 # Errors whose message already tells the user which file or value to fix.
-USER_ERRORS = (CheckpointError, FileNotFoundError, ValueError, NotImplementedError, CorruptImageError)
+USER_ERRORS = (CheckpointError, FileNotFoundError, ValueError, NotImplementedError, CorruptImageError,
+               MatplotlibMissing)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 

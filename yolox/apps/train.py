@@ -9,7 +9,7 @@ import torch
 import torch.backends.cudnn as cudnn
 from loguru import logger
 
-__all__ = ["make_parser", "main", "run_train_cli", "training_processes"]
+__all__ = ["make_parser", "parse_args", "main", "run_train_cli", "training_processes"]
 
 
 def make_parser():
@@ -33,7 +33,7 @@ def make_parser():
     parser.add_argument("--machine_rank", default=0, type=int, help="node rank for multi-node training")
     parser.add_argument("--fp16", dest="fp16", default=False, action="store_true",
                         help="Adopting mix precision training (float16 + GradScaler on CUDA, bfloat16 on the CPU).")
-    parser.add_argument("--cache", type=str, nargs="?", const="ram", default=None, choices=["ram", "disk"],
+    parser.add_argument("--cache", type=str, nargs="?", const="ram", default=None,
                         help="Caching imgs to ram or disk for fast training (--cache alone means ram).")
     parser.add_argument("-o", "--occupy", dest="occupy", default=False, action="store_true",
                         help="occupy GPU memory first for training.")
@@ -44,6 +44,15 @@ def make_parser():
     parser.add_argument("opts", help="Modify config options using the command-line", default=None,
                         nargs=argparse.REMAINDER)
     return parser
+
+
+def parse_args(argv=None):
+    """The parsed command line; `--cache` directly followed by Exp options (`--cache max_epoch 10`) means RAM."""
+    args = make_parser().parse_args(argv)
+    if args.cache is not None and args.cache not in ("ram", "disk"):
+        args.opts = [args.cache] + list(args.opts or [])
+        args.cache = "ram"
+    return args
 
 
 def training_processes(devices, num_machines=1):
@@ -98,6 +107,8 @@ def _process_main(exp, args):
 
 
 def _check_before_launch(exp, args, world_size):
+    from yolox.core.launch import launched_by_torchrun
+
     if args.batch_size < 1:
         raise ValueError(f"-b/--batch-size must be at least 1; got {args.batch_size}")
     if args.batch_size % world_size != 0:
@@ -116,6 +127,10 @@ def _check_before_launch(exp, args, world_size):
             )
     elif args.ckpt is not None and not os.path.isfile(args.ckpt):
         raise FileNotFoundError(f"-c {args.ckpt}: no such checkpoint file to fine-tune from")
+    if args.machine_rank == 0 and not launched_by_torchrun():
+        from yolox.core.trainer import make_output_dir
+
+        make_output_dir(os.path.join(exp.output_dir, args.experiment_name))  # a clear message before any process
     if args.profile < 0:
         raise ValueError(f"--profile takes a number of iterations >= 1; got {args.profile}")
 
@@ -140,7 +155,7 @@ def run_train_cli(argv=None):
     from yolox.utils import configure_module
 
     configure_module()
-    args = make_parser().parse_args(argv)
+    args = parse_args(argv)
     exp = get_exp(args.exp_file, args.name)
     exp.merge(args.opts)
     check_exp_value(exp)

@@ -24,6 +24,7 @@ from yolox.exp import mismatch_hint
 from yolox.utils import (
     CheckpointError,
     CheckpointMismatchError,
+    MatplotlibMissing,
     MeterBuffer,
     ModelEMA,
     adjust_status,
@@ -41,6 +42,7 @@ from yolox.utils import (
     mem_usage,
     mix_seed,
     occupy_mem,
+    plot_training_curve,
     set_rng_states,
     setup_logger,
     state_dict_from_checkpoint,
@@ -56,6 +58,7 @@ PROFILE_WARMUP_ITERS = 5
 # one JSON object per logged iteration and per evaluation, appended by rank 0 beside train_log.txt: the same numbers
 # as the log lines, at full precision, for curves and scripts
 METRICS_FILE = "metrics.jsonl"
+CURVE_FILE = "training_curve.png"  # drawn from METRICS_FILE at the end of training (matplotlib)
 
 
 class TrainingInterrupted(Exception):
@@ -104,7 +107,7 @@ class Trainer:
         self.local_rank = get_local_rank()
         self.device = torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
         self.amp_training = bool(getattr(args, "fp16", False))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_training and self.device.type == "cuda")
+        self.scaler = _grad_scaler(enabled=self.amp_training and self.device.type == "cuda")
         self.use_model_ema = exp.ema
         self.save_history_ckpt = exp.save_history_ckpt
 
@@ -124,7 +127,7 @@ class Trainer:
         self.meter = MeterBuffer(window_size=exp.print_interval)
         self.file_name = os.path.join(exp.output_dir, args.experiment_name)
         if self.rank == 0:
-            _make_output_dir(self.file_name)
+            make_output_dir(self.file_name)
         synchronize()
         setup_logger(self.file_name, distributed_rank=self.rank, filename="train_log.txt", mode="a")
 
@@ -144,6 +147,7 @@ class Trainer:
             self.before_epoch()
             self.train_in_iter()
             self.after_epoch()
+        self._finished = True
 
     def train_in_iter(self):
         first = self.start_iter if self.epoch == self.start_epoch else 0
@@ -234,7 +238,8 @@ class Trainer:
             model = DDP(model, device_ids=device_ids, **_rank_local_buffers())
 
         if self.use_model_ema:
-            self.ema_model = ModelEMA(model, 0.9998)
+            self.ema_model = ModelEMA(model, getattr(self.exp, "ema_decay", 0.9998),
+                                      ramp_updates=getattr(self.exp, "ema_ramp_updates", 2000))
             if ckpt is not None and "raw_model" in ckpt:
                 self.ema_model.ema.load_state_dict(ckpt["model"])
                 self.ema_model.updates = int(ckpt.get("ema_updates", self.max_iter * self.start_epoch))
@@ -302,7 +307,8 @@ class Trainer:
         sampler = self._train_sampler()
         if sampler is not None:
             if self.data_seed is None:
-                self.data_seed = self.exp.seed if self.exp.seed is not None else self._shared_random_seed()
+                seed = getattr(self.exp, "seed", None)
+                self.data_seed = seed if seed is not None else self._shared_random_seed()
             sampler.set_seed(self.data_seed)
             sampler.set_start(progress * self._batch_per_rank())
         elif progress > 0 and not getattr(self, "_warned_sampler", False):
@@ -334,7 +340,21 @@ class Trainer:
             self._profile_hooks = None
         if self.tblogger is not None:
             self.tblogger.close()
+        if getattr(self, "_finished", False) and self.rank == 0:
+            self._draw_training_curve()
         logger.info("Training of experiment is done and the best AP is {:.2f}".format(self.best_ap * 100))
+
+    def _draw_training_curve(self):
+        metrics = os.path.join(self.file_name, METRICS_FILE)
+        if not os.path.isfile(metrics):
+            return
+        out = os.path.join(self.file_name, CURVE_FILE)
+        try:
+            plot_training_curve(metrics, out, title=f"{self.args.experiment_name}: best AP50:95 {self.best_ap:.3f}")
+        except MatplotlibMissing as e:
+            logger.info(f"no {CURVE_FILE}: {e}")
+            return
+        logger.info(f"training curve: {out}")
 
     def before_epoch(self):
         logger.info("---> start train epoch{}".format(self.epoch + 1))
@@ -392,7 +412,8 @@ class Trainer:
         loss_str = ", ".join("{}: {:.1f}".format(k, v.latest) for k, v in loss_meter.items())
         time_meter = self.meter.get_filtered_meter("time")
         time_str = ", ".join("{}: {:.3f}s".format(k, v.avg) for k, v in time_meter.items())
-        mem_str = "gpu mem: {:.0f}Mb, mem: {:.1f}Gb".format(gpu_mem_usage(), mem_usage())
+        gpu_mb, rss_gb = gpu_mem_usage(), mem_usage()
+        mem_str = "gpu mem: {:.0f}Mb, mem: {:.1f}Gb".format(gpu_mb, rss_gb)
         logger.info(
             "{}, {}, {}, {}, lr: {:.3e}".format(progress_str, mem_str, time_str, loss_str, self.meter["lr"].latest)
             + ", size: {:d}, {}".format(self.input_size[0], eta_str)
@@ -400,7 +421,8 @@ class Trainer:
         step = self.progress_in_iter + 1
         record = {"iteration": step, "epoch": self.epoch + 1, "lr": self.meter["lr"].latest,
                   **{k: v.latest for k, v in loss_meter.items()},
-                  **{k: v.avg for k, v in time_meter.items()}, "size": self.input_size[0]}
+                  **{k: v.avg for k, v in time_meter.items()}, "size": self.input_size[0], "rss_gb": rss_gb,
+                  "gpu_mem_mb": gpu_mb}
         self._write_metrics(record)
         if self.tblogger is not None:
             self.tblogger.add_scalar("train/lr", self.meter["lr"].latest, step)
@@ -455,8 +477,6 @@ class Trainer:
             self.data_seed = ckpt.get("data_seed")
             if ckpt.get("input_size") is not None:
                 self.input_size = tuple(int(v) for v in ckpt["input_size"])
-            if "eval_interval" in ckpt:
-                self.exp.eval_interval = int(ckpt["eval_interval"])
             if self.args.start_epoch is not None:
                 self.start_epoch = self.args.start_epoch - 1
                 ckpt.pop("iteration", None)  # -e: from the start of that epoch
@@ -545,7 +565,6 @@ class Trainer:
             "iters_per_epoch": self.max_iter,
             "input_size": list(self.input_size),
             "data_seed": self.data_seed,
-            "eval_interval": self.exp.eval_interval,
             "rng": get_rng_states(),
             "exp": str(self.exp),
         }
@@ -571,6 +590,13 @@ class _ProfileDone(Exception):
     """Raised after the profile table is printed: a --profile run stops there."""
 
 
+def _grad_scaler(enabled):
+    """The CUDA GradScaler of --fp16 (torch.amp from torch 2.3, torch.cuda.amp before)."""
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
 def _check_fits(model, state_dict, path):
     """check_fits, naming the published model a checkpoint of another size holds."""
     try:
@@ -591,7 +617,7 @@ def _finite(value):
     return value == value and value not in (float("inf"), float("-inf"))
 
 
-def _make_output_dir(path):
+def make_output_dir(path):
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".write_test_{os.getpid()}")

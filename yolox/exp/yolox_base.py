@@ -127,6 +127,10 @@ class Exp(BaseExp):
         self.no_aug_epochs = 15
         # apply EMA during training
         self.ema = True
+        # EMA of the weights (this project makes the official constants settable): decay ema_decay, ramped up as
+        # 1 - exp(-updates / ema_ramp_updates); a run of a few thousand iterations wants a shorter ramp
+        self.ema_decay = 0.9998
+        self.ema_ramp_updates = 2000
 
         # weight decay of optimizer
         self.weight_decay = 5e-4
@@ -284,6 +288,8 @@ class Exp(BaseExp):
             "pin_memory": torch.cuda.is_available(),
             "sampler": sampler,
             "batch_size": batch_size,
+            # the trainer evaluates with this loader again and again: keep its workers instead of restarting them
+            "persistent_workers": self.data_num_workers > 0,
         }
         return torch.utils.data.DataLoader(valdataset, **dataloader_kwargs)
 
@@ -387,7 +393,8 @@ class Exp(BaseExp):
 
 
 def check_exp_value(exp: Exp):
-    """Raise ValueError for Exp values that cannot train: sizes not multiples of 32, an unknown simota_mode."""
+    """Raise ValueError for Exp values that cannot train: sizes not multiples of 32, intervals below 1, more
+    no-augmentation epochs than epochs, an unknown simota_mode."""
     for attr in ("input_size", "test_size"):
         size = getattr(exp, attr, None)
         if size is None:
@@ -398,4 +405,11 @@ def check_exp_value(exp: Exp):
                 f"Exp {exp.exp_name!r}: {attr}={tuple(size)} must be multiples of 32 (the largest stride); "
                 f"e.g. {attr} {32 * max(1, round(h / 32))},{32 * max(1, round(w / 32))}."
             )
+    for attr in ("eval_interval", "print_interval", "max_epoch"):
+        value = getattr(exp, attr, 1)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"Exp {exp.exp_name!r}: {attr}={value!r} must be a whole number >= 1")
+    no_aug, max_epoch = getattr(exp, "no_aug_epochs", 0), getattr(exp, "max_epoch", 1)
+    if not 0 <= no_aug <= max_epoch:
+        raise ValueError(f"Exp {exp.exp_name!r}: no_aug_epochs={no_aug} must lie between 0 and max_epoch={max_epoch}")
     _check_simota_mode(exp)

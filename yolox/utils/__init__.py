@@ -12,3 +12,4 @@ from .logger import *
 from .allreduce_norm import *
 from .setup_env import *
 from .seeding import *
+from .training_curve import *

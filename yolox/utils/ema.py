@@ -20,21 +20,23 @@ def _unwrap(model):
 class ModelEMA:
     """A float copy `ema` of `model` (in eval mode, no gradients) that follows it as
     v = d * v + (1 - d) * current for every floating entry of the state dict (BN statistics included), with
-    d = decay * (1 - exp(-updates / 2000)) ramping the average up over the first few thousand updates.
+    d = decay * (1 - exp(-updates / ramp_updates)) ramping the average up over the first updates (2000 officially;
+    a short run may want a shorter ramp, or its average covers only the last few iterations).
 
     The update is one `torch._foreach_lerp_` over all those tensors instead of a Python loop over the state dict;
     the result is the same blend, to rounding. Integer entries (BN's num_batches_tracked) keep the value they had when copied.
     """
 
-    def __init__(self, model, decay=0.9999, updates=0):
+    def __init__(self, model, decay=0.9999, updates=0, ramp_updates=2000):
         self.ema = copy.deepcopy(_unwrap(model)).eval()
         self.updates = updates
         self.decay_base = decay
+        self.ramp_updates = ramp_updates
         for p in self.ema.parameters():
             p.requires_grad_(False)
 
     def decay(self, updates):
-        return self.decay_base * (1 - math.exp(-updates / 2000))
+        return self.decay_base * (1 - math.exp(-updates / self.ramp_updates))
 
     @torch.no_grad()
     def update(self, model):
