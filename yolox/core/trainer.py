@@ -110,6 +110,7 @@ class Trainer:
         self.scaler = _grad_scaler(enabled=self.amp_training and self.device.type == "cuda")
         self.use_model_ema = exp.ema
         self.save_history_ckpt = exp.save_history_ckpt
+        self._finished = False  # every epoch ran (the curve is drawn then, not after a stop or an error)
 
         # float16 batches on CUDA as officially; the CPU's bfloat16 autocast takes float32 inputs
         self.data_type = torch.float16 if self.amp_training and self.device.type == "cuda" else torch.float32
@@ -340,7 +341,7 @@ class Trainer:
             self._profile_hooks = None
         if self.tblogger is not None:
             self.tblogger.close()
-        if getattr(self, "_finished", False) and self.rank == 0:
+        if self._finished and self.rank == 0:
             self._draw_training_curve()
         logger.info("Training of experiment is done and the best AP is {:.2f}".format(self.best_ap * 100))
 
