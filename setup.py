@@ -33,6 +33,8 @@ setup(
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
         "tensorboard": ["tensorboard>=2.12"],
         "plot": ["matplotlib>=3.5"],  # the training curve PNG at the end of training
+        "wandb": ["wandb>=0.15"],  # -l wandb
+        "mlflow": ["mlflow>=2.0"],  # -l mlflow (mlflow-skinny is enough)
     },
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
 )

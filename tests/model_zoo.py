@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from yolox.models import YOLOFPN, YOLOPAFPN, YOLOX, YOLOXHead
@@ -28,6 +29,19 @@ def build(name, num_classes=80, **head_kwargs):
         if isinstance(m, nn.BatchNorm2d):
             m.eps, m.momentum = 1e-3, 0.03
     model.head.initialize_biases(1e-2)
+    return model
+
+
+def perturb_weights(model, seed=0, scale=0.05):
+    """Add N(0, scale) noise to every float tensor (BN variances kept positive): non-trivial outputs for export and
+    runtime comparisons. Returns the model."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.add_(torch.randn_like(t) * scale)
+                if name.endswith("running_var"):
+                    t.abs_().add_(0.5)
     return model
 
 

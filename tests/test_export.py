@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from model_zoo import perturb_weights
 from yolox.apps.export_cli import run_onnx_cli, run_torchscript_cli
 from yolox.utils import CheckpointError
 
@@ -30,14 +31,7 @@ def setup(tmp_path_factory):
     exp_file = tmp / "tiny_exp.py"
     exp_file.write_text(EXP_TEXT.format(out=str(tmp / "out")))
     exp = get_exp(str(exp_file))
-    model = exp.get_model()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.add_(torch.randn_like(t) * 0.05)
-                if name.endswith("running_var"):
-                    t.abs_().add_(0.5)
+    model = perturb_weights(exp.get_model())
     ckpt = tmp / "tiny.pth"
     torch.save({"model": model.state_dict(), "start_epoch": 3}, ckpt)
     return tmp, exp_file, ckpt, model.eval()

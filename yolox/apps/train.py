@@ -9,7 +9,9 @@ import torch
 import torch.backends.cudnn as cudnn
 from loguru import logger
 
-__all__ = ["make_parser", "parse_args", "main", "run_train_cli", "training_processes"]
+__all__ = ["make_parser", "parse_args", "main", "run_train_cli", "training_processes", "LOGGERS"]
+
+LOGGERS = ("tensorboard", "wandb", "mlflow")  # the choices of -l
 
 
 def make_parser():
@@ -37,8 +39,10 @@ def make_parser():
                         help="Caching imgs to ram or disk for fast training (--cache alone means ram).")
     parser.add_argument("-o", "--occupy", dest="occupy", default=False, action="store_true",
                         help="occupy GPU memory first for training.")
-    parser.add_argument("-l", "--logger", type=str, default=None, choices=["tensorboard"],
-                        help="Logger to be used for metrics (tensorboard, the default when it is installed)")
+    parser.add_argument("-l", "--logger", type=str, default=None, choices=list(LOGGERS),
+                        help="Logger to be used for metrics: tensorboard (the default when it is installed), wandb "
+                             "(options as `wandb-<key> <value>` after the Exp options, e.g. wandb-project yolox) or "
+                             "mlflow (configured by MLFLOW_* and YOLOX_MLFLOW_* environment variables)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="time N iterations after a warm-up, print the per-stage table and stop")
     parser.add_argument("opts", help="Modify config options using the command-line", default=None,
@@ -135,9 +139,28 @@ def _check_before_launch(exp, args, world_size):
         raise ValueError(f"--profile takes a number of iterations >= 1; got {args.profile}")
 
 
+def _exp_options(opts):
+    """The trailing options for Exp.merge: all but the `wandb-<key> <value>` pairs, which are WandbLogger's."""
+    from yolox.utils import split_wandb_options
+
+    return split_wandb_options(opts)[0]
+
+
 def _choose_logger(args):
-    """-l tensorboard must work when asked; by default tensorboard is used only when it is installed."""
+    """-l tensorboard, wandb and mlflow must work when asked (a missing package is a clear error here, before any
+    process starts); by default tensorboard is used only when it is installed."""
+    from yolox.utils import WandbLogger, import_logger_package, split_wandb_options
+
     args.logger_explicit = args.logger is not None
+    wandb_opts = split_wandb_options(args.opts)[1]
+    if wandb_opts and args.logger != "wandb":
+        first = next(iter(wandb_opts))
+        raise ValueError(f"wandb-{first} is an option of -l wandb, but the logger is "
+                         f"{args.logger or 'the default (tensorboard)'}: add -l wandb, or leave out the wandb- options")
+    if args.logger in ("wandb", "mlflow"):
+        import_logger_package(args.logger)
+        WandbLogger.options_from(args.opts)  # unknown wandb- keys and bad values fail now
+        return
     if args.logger is None:
         try:
             import tensorboard  # noqa: F401
@@ -157,7 +180,7 @@ def run_train_cli(argv=None):
     configure_module()
     args = parse_args(argv)
     exp = get_exp(args.exp_file, args.name)
-    exp.merge(args.opts)
+    exp.merge(_exp_options(args.opts))
     check_exp_value(exp)
     if not args.experiment_name:
         args.experiment_name = exp.exp_name

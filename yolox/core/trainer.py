@@ -26,7 +26,9 @@ from yolox.utils import (
     CheckpointMismatchError,
     MatplotlibMissing,
     MeterBuffer,
+    MlflowLogger,
     ModelEMA,
+    WandbLogger,
     adjust_status,
     all_reduce_norm,
     atomic_save,
@@ -124,6 +126,8 @@ class Trainer:
         self.stop_request = _StopRequest()
         self._agreed_stop = False
         self.tblogger = None
+        self.wandb_logger = None  # -l wandb (rank 0)
+        self.mlflow_logger = None  # -l mlflow (rank 0)
 
         self.meter = MeterBuffer(window_size=exp.print_interval)
         self.file_name = os.path.join(exp.output_dir, args.experiment_name)
@@ -251,7 +255,7 @@ class Trainer:
                               self.device, self.amp_training, check=self._check_step)
 
         self.evaluator = self.exp.get_evaluator(batch_size=self.args.batch_size, is_distributed=self.is_distributed)
-        self._setup_tensorboard()
+        self._setup_loggers()
         if self.profile_iters > 0:
             self.clock = StageClock(self.device)
             self.step.clock = self.clock
@@ -276,6 +280,19 @@ class Trainer:
                 f"num_classes = {self.exp.num_classes}; set `self.num_classes = {len(class_ids)}` in the Exp file or "
                 f"add `num_classes {len(class_ids)}` to the command line"
             )
+
+    def _setup_loggers(self):
+        """The -l logger on rank 0: tensorboard, wandb (options from `wandb-<key> <value>`) or mlflow (environment
+        variables)."""
+        self._setup_tensorboard()
+        choice = getattr(self.args, "logger", None)
+        if self.rank != 0 or choice not in ("wandb", "mlflow"):
+            return
+        if choice == "wandb":
+            self.wandb_logger = WandbLogger.initialize_from_args(self.args, self.exp, self.evaluator.dataloader.dataset)
+        else:
+            self.mlflow_logger = MlflowLogger()
+            self.mlflow_logger.setup(args=self.args, exp=self.exp)
 
     def _setup_tensorboard(self):
         if self.rank != 0 or getattr(self.args, "logger", None) != "tensorboard":
@@ -341,6 +358,7 @@ class Trainer:
             self._profile_hooks = None
         if self.tblogger is not None:
             self.tblogger.close()
+        self._finish_loggers()
         if self._finished and self.rank == 0:
             self._draw_training_curve()
         logger.info("Training of experiment is done and the best AP is {:.2f}".format(self.best_ap * 100))
@@ -425,10 +443,14 @@ class Trainer:
                   **{k: v.avg for k, v in time_meter.items()}, "size": self.input_size[0], "rss_gb": rss_gb,
                   "gpu_mem_mb": gpu_mb}
         self._write_metrics(record)
+        scalars = {"train/lr": self.meter["lr"].latest, **{f"train/{k}": v.latest for k, v in loss_meter.items()}}
         if self.tblogger is not None:
-            self.tblogger.add_scalar("train/lr", self.meter["lr"].latest, step)
-            for k, v in loss_meter.items():
-                self.tblogger.add_scalar(f"train/{k}", v.latest, step)
+            for k, v in scalars.items():
+                self.tblogger.add_scalar(k, v, step)
+        if self.wandb_logger is not None:
+            self.wandb_logger.log_metrics(scalars, step=step)
+        if self.mlflow_logger is not None:
+            self.mlflow_logger.on_log(self.args, self.exp, step, scalars)
 
     def _write_metrics(self, record):
         if self.rank != 0:
@@ -524,8 +546,7 @@ class Trainer:
 
     def evaluate_and_save_model(self):
         evalmodel = self.ema_model.ema if self.use_model_ema else _unwrap(self.model)
-        with adjust_status(evalmodel, training=False):
-            ap50_95, ap50, summary = self.exp.eval(evalmodel, self.evaluator, self.is_distributed)
+        ap50_95, ap50, summary, predictions = self._evaluate(evalmodel)
         if self.is_distributed:  # rank 0 scored: everyone takes its numbers, so that "best" is the same everywhere
             scores = torch.tensor([ap50_95, ap50], dtype=torch.float64, device=self._collective_device())
             dist.broadcast(scores, 0)
@@ -538,6 +559,7 @@ class Trainer:
             if self.tblogger is not None:
                 self.tblogger.add_scalar("val/COCOAP50", ap50, self.epoch + 1)
                 self.tblogger.add_scalar("val/COCOAP50_95", ap50_95, self.epoch + 1)
+            self._log_evaluation(ap50_95, ap50, predictions)
             logger.info("\n" + (summary or ""))
             logger.info(f"Evaluation at epoch {self.epoch + 1}/{self.max_epoch}, iteration "
                         f"{self.progress_in_iter + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}, "
@@ -550,6 +572,51 @@ class Trainer:
         self.save_ckpt("last_epoch", update_best_ckpt)
         if self.save_history_ckpt:
             self.save_ckpt(f"epoch_{self.epoch + 1}")
+        self._log_checkpoint_artifacts(update_best_ckpt)
+
+    def _evaluate(self, evalmodel):
+        """(AP50:95, AP50, summary, per-image outputs or None): the outputs only when wandb logs images."""
+        with_outputs = self.wandb_logger is not None and self.wandb_logger.num_log_images > 0
+        with adjust_status(evalmodel, training=False):
+            if not with_outputs:
+                return (*self.exp.eval(evalmodel, self.evaluator, self.is_distributed), None)
+            (ap50_95, ap50, summary), outputs = self.exp.eval(evalmodel, self.evaluator, self.is_distributed,
+                                                              return_outputs=True)
+        return ap50_95, ap50, summary, outputs
+
+    def _log_evaluation(self, ap50_95, ap50, predictions):
+        """The validation scores (and images) of this epoch to wandb or mlflow."""
+        scores = {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95}
+        if self.wandb_logger is not None:
+            self.wandb_logger.log_metrics({**scores, "train/epoch": self.epoch + 1})
+            self.wandb_logger.log_images(predictions)
+        if self.mlflow_logger is not None:
+            self.mlflow_logger.on_log(self.args, self.exp, self.epoch + 1, {**scores, "val/best_ap": self.best_ap})
+
+    def _tracker_metadata(self):
+        """What the wandb / mlflow checkpoint artifacts carry beside the file."""
+        return {"epoch": getattr(self, "epoch", self.start_epoch) + 1, "input_size": list(self.input_size),
+                "best_ap": float(self.best_ap), "curr_ap": float(self.curr_ap),
+                "start_ckpt": getattr(self.args, "ckpt", None), "exp_file": getattr(self.args, "exp_file", None)}
+
+    def _log_checkpoint_artifacts(self, update_best_ckpt):
+        """The checkpoint of this evaluation as an artifact, once (wandb with log_checkpoints; mlflow with
+        YOLOX_MLFLOW_LOG_MODEL_ARTIFACTS)."""
+        if self.wandb_logger is not None:
+            self.wandb_logger.save_checkpoint(self.file_name, "last_epoch", update_best_ckpt, self._tracker_metadata())
+        if self.mlflow_logger is not None:
+            self.mlflow_logger.save_checkpoints(self.args, self.exp, self.file_name, self.epoch,
+                                                self._tracker_metadata(), update_best_ckpt)
+
+    def _finish_loggers(self):
+        """End the wandb / mlflow run (marked failed / killed when training did not reach its last epoch)."""
+        if self.wandb_logger is not None:
+            self.wandb_logger.finish(exit_code=0 if self._finished else 1)
+            self.wandb_logger = None
+        if self.mlflow_logger is not None:
+            self.mlflow_logger.on_train_end(self.args, self.file_name, self._tracker_metadata(),
+                                            status="FINISHED" if self._finished else "KILLED")
+            self.mlflow_logger = None
 
     def checkpoint_state(self, next_iteration=None):
         """Everything a resume restores; "model" holds the EMA weights (as the published files)."""

@@ -8,6 +8,8 @@ import random
 import cv2
 import numpy as np
 
+from yolox.utils.boxes import xyxy2cxcywh
+
 __all__ = [
     "augment_hsv",
     "get_aug_params",
@@ -17,16 +19,8 @@ __all__ = [
     "preproc",
     "TrainTransform",
     "ValTransform",
+    "xyxy2cxcywh",
 ]
-
-
-def _xyxy_to_cxcywh(boxes):
-    """(N, 4) x1y1x2y2 -> cx cy w h, in place (as the official helper), returned for chaining."""
-    boxes[:, 2] = boxes[:, 2] - boxes[:, 0]
-    boxes[:, 3] = boxes[:, 3] - boxes[:, 1]
-    boxes[:, 0] = boxes[:, 0] + boxes[:, 2] * 0.5
-    boxes[:, 1] = boxes[:, 1] + boxes[:, 3] * 0.5
-    return boxes
 
 
 def _hsv_lut(hsv_augs):
@@ -169,7 +163,7 @@ class TrainTransform:
         image_t, boxes = _mirror(image, boxes, self.flip_prob)
 
         r_ = min(input_dim[0] / image_t.shape[0], input_dim[1] / image_t.shape[1])
-        boxes = _xyxy_to_cxcywh(boxes)
+        boxes = xyxy2cxcywh(boxes)
         boxes *= r_
         keep = np.minimum(boxes[:, 2], boxes[:, 3]) > 1
         if not keep.any():

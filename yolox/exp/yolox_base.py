@@ -207,6 +207,8 @@ class Exp(BaseExp):
         """The infinite training loader: Mosaic/MixUp dataset, YoloBatchSampler, seeded workers.
 
         cache_img: None, "ram" or "disk"; with a cache the dataset must have been built (by get_dataset) before launch.
+        The booleans of release 0.3.0 (its tools/train.py passes --cache as True/False) also work: False is None,
+        True caches in RAM here, in each process.
         """
         from yolox.data import (
             DataLoader,
@@ -218,15 +220,20 @@ class Exp(BaseExp):
         )
         from yolox.utils import wait_for_the_master
 
+        if cache_img is False:
+            cache_img = None
         # with a cache, self.dataset is created before launch; otherwise here, after launch
         if getattr(self, "dataset", None) is None:
             with wait_for_the_master():
-                if cache_img is not None:
+                if cache_img is True:
+                    self.dataset = self.get_dataset(cache=True, cache_type="ram")
+                elif cache_img is not None:
                     raise ValueError(
                         f"cache_img={cache_img!r} needs the dataset built before launch "
                         "(exp.dataset = exp.get_dataset(cache=True, cache_type=...)); pass cache_img=None otherwise."
                     )
-                self.dataset = self.get_dataset(cache=False, cache_type=cache_img)
+                else:
+                    self.dataset = self.get_dataset(cache=False, cache_type="ram")
 
         self.dataset = MosaicDetection(
             dataset=self.dataset,

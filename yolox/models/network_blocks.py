@@ -3,8 +3,17 @@ import torch
 from torch import nn
 
 __all__ = [
-    "get_activation", "BaseConv", "DWConv", "Bottleneck", "ResLayer", "SPPBottleneck", "CSPLayer", "Focus",
+    "get_activation", "SiLU", "BaseConv", "DWConv", "Bottleneck", "ResLayer", "SPPBottleneck", "CSPLayer", "Focus",
 ]
+
+
+class SiLU(nn.Module):
+    """x * sigmoid(x) written out, for exporters without a SiLU operator (the official export scripts swap it in for
+    nn.SiLU with replace_module). Same values as nn.SiLU."""
+
+    @staticmethod
+    def forward(x):
+        return x * torch.sigmoid(x)
 
 
 def get_activation(name="silu", inplace=True):

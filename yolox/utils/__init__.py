@@ -1,5 +1,8 @@
-"""Utilities shared by the whole package; yolox.utils imports nothing else from yolox."""
+"""Utilities shared by the whole package; yolox.utils imports nothing else from yolox (demo_postprocess imports the
+head's decoding when called)."""
 from .boxes import *
+from .compat import *
+from .demo_utils import *
 from .lr_scheduler import *
 from .model_utils import *
 from .checkpoint import *
@@ -9,6 +12,9 @@ from .profiler import *
 from .ema import *
 from .metric import *
 from .logger import *
+from .trackers import *
+from .wandb_logger import *
+from .mlflow_logger import *
 from .allreduce_norm import *
 from .setup_env import *
 from .seeding import *

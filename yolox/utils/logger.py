@@ -1,11 +1,14 @@
-"""Logging set-up for training and evaluation (loguru): the console and a log file on rank 0, errors elsewhere."""
+"""Logging set-up for training and evaluation (loguru): the console and a log file on rank 0, errors elsewhere.
+`WandbLogger` lives in wandb_logger.py and is importable from here too, as from the official module."""
 import inspect
 import os
 import sys
 
 from loguru import logger
 
-__all__ = ["setup_logger", "StreamToLoguru", "redirect_sys_output", "get_caller_name", "LOGURU_FORMAT"]
+from .wandb_logger import WandbLogger
+
+__all__ = ["setup_logger", "StreamToLoguru", "redirect_sys_output", "get_caller_name", "LOGURU_FORMAT", "WandbLogger"]
 
 # the official line layout, so that tools reading official logs read these too
 LOGURU_FORMAT = (

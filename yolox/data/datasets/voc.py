@@ -70,6 +70,9 @@ class VOCDetection(CacheDataset):
 
     image_sets: [(year, set name)], e.g. [("2007", "trainval"), ("2012", "trainval")].
     pull_item returns (img, labels (n, 5), (h, w), index) as officially; `ids[i]` = (VOC<year> folder, image name).
+    target_transform: None (the default) gives each dataset its own AnnotationTransform(). The official default is one
+    AnnotationTransform() instance created once and shared by every dataset, whose clipped / dropped box counts
+    then add up across datasets; same result otherwise.
     """
 
     _pull_item_views = True

@@ -1,0 +1,18 @@
+"""python -m yolox.tools.train, or tools/train.py in a clone.
+Train a YOLOX model (the official flags, e.g. -f exps/yolox_s.py -d 8 -b 64 --fp16).
+
+The flags: --help. This module is the one implementation; tools/train.py only launches it.
+"""
+from yolox.apps.cli import run_cli
+from yolox.apps.train import run_train_cli
+
+__all__ = ["main"]
+
+
+def main(argv=None):
+    """Run the command line with argv (default sys.argv[1:]); exits 2 on a user error, 1 on a failure."""
+    return run_cli(run_train_cli, argv)
+
+
+if __name__ == "__main__":
+    main()
