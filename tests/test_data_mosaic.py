@@ -37,29 +37,50 @@ def _compare(fast, direct, index, seed):
     return a, la, b, lb
 
 
-@pytest.mark.parametrize("case", ["forest", "mixed", "mixed_rescaled"])
-def test_fast_mosaic_equals_direct_official_algorithm(case, forest416, mixed_sizes, request):
+@pytest.fixture(scope="module")
+def forest416_files():
+    """No cache: the fast path warps the decoded files, folding the official resize in."""
+    return COCODataset(str(FOREST), "train.json", "train", img_size=(416, 416), cache=False)
+
+
+@pytest.fixture(scope="module")
+def mixed_sizes_files(mixed_sizes):
+    return COCODataset(mixed_sizes.data_dir, img_size=(128, 128), cache=False)
+
+
+@pytest.mark.parametrize("case", ["forest", "forest_files", "mixed", "mixed_files", "mixed_rescaled"])
+def test_fast_mosaic_equals_direct_official_algorithm(case, forest416, forest416_files, mixed_sizes,
+                                                      mixed_sizes_files):
     """Same seed => same random parameters => same boxes and the same image up to interpolation."""
-    ds = forest416 if case == "forest" else mixed_sizes
-    size = (416, 416) if case == "forest" else (128, 128)
+    ds = {"forest": forest416, "forest_files": forest416_files, "mixed_files": mixed_sizes_files}.get(case,
+                                                                                                   mixed_sizes)
+    size = (416, 416) if case.startswith("forest") else (128, 128)
     if case == "mixed_rescaled":  # the images were resized for 128; the mosaic is built at 160 (resize path)
         size = (160, 160)
     fast = MosaicDetection(ds, size, **MOSAIC_KW)
     direct = DirectMosaicDetection(ds, size, **MOSAIC_KW)
     if case == "mixed_rescaled":
         ds._input_dim = size
+    blurred = []
     try:
         for seed in range(12):
             a, la, b, lb = _compare(fast, direct, seed % len(ds), seed)
             assert a.shape == b.shape == (size[0], size[1], 3) and a.dtype == np.uint8
             np.testing.assert_allclose(la, lb, rtol=0, atol=1e-9)
             diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
-            # interpolation: a single composed warp instead of resize + warp (or two resizes for MixUp)
-            assert diff.mean() < 1.5, (seed, diff.mean())
             assert (diff > 40).mean() < 0.01, (seed, (diff > 40).mean())
+            if not case.endswith("_files"):
+                # interpolation: a single composed warp instead of resize + warp (or two resizes for MixUp)
+                assert diff.mean() < 1.5, (seed, diff.mean())
+            blur = [cv2.GaussianBlur(x, (0, 0), 1.0).astype(np.int16) for x in (a, b)]
+            blurred.append(np.abs(blur[0] - blur[1]).mean())
     finally:
         if case == "mixed_rescaled":
             del ds._input_dim
+    # From the files, the official interpolates twice (the resize to img_size, then the warp) and this path once:
+    # its pixels are sharper, so they are compared after a blur that evens out sharpness but not geometry (a
+    # half-pixel shift of the warps raises this mean above 2, a wrong MixUp scale above 6).
+    assert np.mean(blurred) < 1.2 and max(blurred) < 2.0, np.round(blurred, 2)
 
 
 def test_mixup_blend_is_the_exact_floor_average(mixed_sizes):

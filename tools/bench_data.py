@@ -5,6 +5,7 @@ in one process and through a DataLoader with N workers; `--rss` adds process mem
     python tools/bench_data.py                        # bundled forest data, RAM cache, table
     python tools/bench_data.py --workers 2 --json     # machine-readable
     python tools/bench_data.py --rss --samples-rss 2000
+    python tools/bench_data.py --no-cache --with-transform   # JPEGs decoded per sample, against the decode floor
 """
 import argparse
 import contextlib
@@ -13,11 +14,14 @@ import os
 import sys
 
 import cv2
+import numpy as np
 from loguru import logger
 from tabulate import tabulate
 
 from yolox.data import COCODataset, get_yolox_datadir
 from yolox.data.bench import (
+    DECODES_PER_SAMPLE,
+    decode_seconds,
     default_train_transform,
     loader_samples_per_second,
     make_mosaic,
@@ -53,9 +57,17 @@ def main(argv=None):
     stages = [("mosaic+mixup", None)]
     if args.with_transform:
         stages.append(("mosaic+mixup+TrainTransform", default_train_transform()))
+    floor = None
+    if args.no_cache:  # the decode floor: samples/s if a sample cost nothing but its JPEG decodes
+        decode_s = [decode_seconds(dataset, args.samples)]
     for stage, preproc in stages:
         single = {impl: samples_per_second(make_mosaic(dataset, impl, size, preproc), args.samples)
                   for impl in ("direct", "fast")}
+        if args.no_cache:  # decodes timed before and after the pipelines: the same machine state on average
+            decode_s.append(decode_seconds(dataset, args.samples, seed=len(decode_s)))
+            floor = 1.0 / (DECODES_PER_SAMPLE * float(np.mean(decode_s)))
+            result["decode_ms_per_image"] = 1000 * float(np.mean(decode_s))
+            result["decode_floor_samples_per_s"] = floor
         workers = {}
         if args.workers > 0:
             workers = {impl: loader_samples_per_second(make_mosaic(dataset, impl, size, preproc), args.workers,
@@ -65,6 +77,9 @@ def main(argv=None):
             entry = {"stage": stage, "impl": impl, "one_process": single[impl],
                      "speedup_one_process": single[impl] / single["direct"]}
             row = [stage, impl, f"{single[impl]:.1f}", f"{single[impl] / single['direct']:.2f}x"]
+            if floor is not None:
+                entry["of_decode_floor"] = single[impl] / floor
+                row.append(f"{single[impl] / floor:.2f}")
             if workers:
                 entry["workers"] = args.workers
                 entry["with_workers"] = workers[impl]
@@ -85,9 +100,15 @@ def main(argv=None):
         print(json.dumps(result, indent=1))
         return result
     headers = ["stage", "impl", "samples/s (1 process)", "vs direct"]
+    if floor is not None:
+        headers.append("of decode floor")
     if args.workers > 0:
         headers += [f"samples/s ({args.workers} workers)", "vs direct"]
-    logger.info(f"input {size}, cv2 threads {cv2.getNumThreads()}, {args.samples} samples per measurement")
+    logger.info(f"input {size}, cv2 threads {cv2.getNumThreads()}, {args.samples} samples per measurement, "
+                f"{'images decoded from the files' if args.no_cache else 'RAM cache'}")
+    if floor is not None:
+        logger.info(f"decode: {result['decode_ms_per_image']:.2f} ms per image, {DECODES_PER_SAMPLE} per sample: "
+                    f"floor {floor:.1f} samples/s in one process")
     print(tabulate(rows, headers=headers, tablefmt="github"))
     if mem_rows:
         print()

@@ -11,7 +11,11 @@ from .dataloading import DataLoader, worker_init_reset_seed
 from .datasets import DirectMosaicDetection, MosaicDetection
 from .samplers import InfiniteSampler, YoloBatchSampler
 
-__all__ = ["IMPLEMENTATIONS", "make_mosaic", "samples_per_second", "loader_samples_per_second", "memory_over_samples"]
+__all__ = ["IMPLEMENTATIONS", "make_mosaic", "samples_per_second", "loader_samples_per_second", "memory_over_samples",
+           "decode_seconds", "DECODES_PER_SAMPLE"]
+
+# a Mosaic+MixUp sample decodes four tiles and the MixUp image
+DECODES_PER_SAMPLE = 5
 
 IMPLEMENTATIONS = {"fast": MosaicDetection, "direct": DirectMosaicDetection}
 
@@ -42,6 +46,17 @@ def samples_per_second(mosaic_dataset, num_samples, seed=0):
     for i in range(num_samples):
         mosaic_dataset[(True, i % n)]
     return num_samples / (time.perf_counter() - start)
+
+
+def decode_seconds(dataset, num_images=200, seed=0):
+    """Mean seconds of one dataset.load_image (the JPEG decode alone) over random images of `dataset`."""
+    rng = random.Random(seed)
+    indices = [rng.randrange(len(dataset)) for _ in range(num_images)]
+    dataset.load_image(indices[0])
+    start = time.perf_counter()
+    for i in indices:
+        dataset.load_image(i)
+    return (time.perf_counter() - start) / num_images
 
 
 def _collate_images(batch):

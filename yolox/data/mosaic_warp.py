@@ -95,20 +95,23 @@ def _output_bbox(A, w, h, dsize):
     return x0, y0, x1, y1
 
 
-def mixup_inverse_matrix(src_hw, input_hw, jit_hw, offset, flip):
+def mixup_inverse_matrix(src_hw, input_hw, jit_hw, offset, flip, pixels_hw=None):
     """(2, 3) output -> source matrix of the official MixUp image, and the (w, h) of its non-zero part.
 
     The official letterboxes the source into input_hw (resized to int(w0 * r) x int(h0 * r) on 114), resizes that
     canvas to jit_hw, flips it if `flip`, pads it with zeros and crops the output size at `offset` (x, y).
+    src_hw: the source's (h0, w0) in that geometry; pixels_hw: the size of the array actually sampled when it is
+    not src_hw (an image decoded at its file size, whose resize to src_hw is folded in here too).
     """
     h0, w0 = src_hw
+    ph, pw = pixels_hw if pixels_hw is not None else src_hw
     H, W = input_hw
     oh, ow = jit_hw
     r = min(H / h0, W / w0)
     hr, wr = int(h0 * r), int(w0 * r)
-    # source = (jittered + 0.5) * k - 0.5 along each axis (two cv2 resizes composed)
-    kx = (W / ow) * (w0 / wr)
-    ky = (H / oh) * (h0 / hr)
+    # source = (jittered + 0.5) * k - 0.5 along each axis (the cv2 resizes composed: their factors multiply)
+    kx = (W / ow) * (w0 / wr) * (pw / w0)
+    ky = (H / oh) * (h0 / hr) * (ph / h0)
     xo, yo = offset
     if flip:  # jittered x = ow - 1 - (x + xo)
         row_x = [-kx, 0.0, kx * (ow - 1 - xo + 0.5) - 0.5]

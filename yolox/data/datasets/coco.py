@@ -222,7 +222,10 @@ class COCODataset(CacheDataset):
         copy=False may return a read-only view of the cached image.
         """
         index, img = self.read_img_checked(index, copy=copy)
-        return img, self.load_anno(index).copy(), self.img_info(index), np.array([self.ids[index]])
+        return img, self.load_anno(index).copy(), self.img_info(index), self._item_id(index)
+
+    def _item_id(self, index):
+        return np.array([self.ids[index]])
 
     @Dataset.mosaic_getitem
     def __getitem__(self, index):

@@ -210,6 +210,21 @@ class CacheDataset(Dataset, metaclass=ABCMeta):
         cached = self._cached_view(index)
         return cached.copy() if cached is not None else self.load_resized_img(index)
 
+    def pull_unresized(self, index):
+        """(image, labels (n, 5), resized (h, w), image id array) for callers that warp the image (Mosaic, MixUp).
+
+        The image is the cached one (already resized; a read-only view) or, without a cache, the decoded file at its
+        own size: the caller folds the resize to `resized (h, w)` into its warp, so no resized copy is made. labels
+        are in resized-image pixels, as pull_item's. With on_corrupt_image="skip", the next readable image.
+        """
+        index, img = self.read_img_checked(index, copy=False, resized=False)
+        resized_hw = tuple(int(v) for v in self._resized_hw[index])
+        return img, self.load_anno(index).copy(), resized_hw, self._item_id(index)
+
+    def _item_id(self, index):
+        """What pull_item returns as the image id (COCO: its id as a 1-element array; VOC: the index)."""
+        return index
+
     # ------------------------------------------------------------------ caching
     def cache_images(self, num_imgs=None, data_dir=None, cache_dir_name=None):
         what = f"{len(self)} images of {self.cache_dir or data_dir} at {tuple(self.input_dim)}"
@@ -245,10 +260,11 @@ class CacheDataset(Dataset, metaclass=ABCMeta):
             return None
         return self._image_cache.get(index)
 
-    def read_img_checked(self, index, copy=True):
+    def read_img_checked(self, index, copy=True, resized=True):
         """(index, image): image `index`, or with on_corrupt_image="skip" the next readable one after it.
 
-        copy=False may return a read-only view of the cache (for callers that never write into it).
+        copy=False may return a read-only view of the cache (for callers that never write into it). resized=False:
+        without a cache, the image as decoded, not resized to img_size (a caller that warps it resizes on the way).
         """
         n = len(self)
         for step in range(n):
@@ -259,7 +275,7 @@ class CacheDataset(Dataset, metaclass=ABCMeta):
             if view is not None:
                 return i, (view.copy() if copy else view)
             try:
-                return i, self.read_img(i)
+                return i, (self.read_img(i) if resized else self.load_image(i))
             except CorruptImageError as e:
                 if self.on_corrupt_image == "raise":
                     raise

@@ -118,9 +118,16 @@ class MosaicDetection(Dataset):
         self.enable_mosaic = False
 
     def _pull(self, index):
-        if self._views:
-            return self._dataset.pull_item(index, copy=False)
-        return self._dataset.pull_item(index)
+        """(image, labels, resized (h, w), id) of a source image that is only read and warped, never written.
+
+        Datasets with pull_unresized (COCO, VOC) give the decoded file unresized when there is no cache: the warps
+        fold the resize to `resized (h, w)` in (the official resizes every image first, then warps the copy).
+        """
+        if hasattr(self._dataset, "pull_unresized"):
+            return self._dataset.pull_unresized(index)
+        img, labels, _, img_id = (self._dataset.pull_item(index, copy=False) if self._views
+                                  else self._dataset.pull_item(index))
+        return img, labels, img.shape[:2], img_id
 
     def _finish(self, img, labels, input_dim):
         if self.preproc is None:
@@ -137,8 +144,7 @@ class MosaicDetection(Dataset):
 
             tiles, mosaic_labels = [], []
             for i_mosaic, index in enumerate(indices):
-                img, _labels, _, img_id = self._pull(index)
-                h0, w0 = img.shape[:2]
+                img, _labels, (h0, w0), img_id = self._pull(index)  # (h0, w0): size after the official resize
                 scale = min(1.0 * input_h / h0, 1.0 * input_w / w0)
                 h, w = int(h0 * scale), int(w0 * scale)
                 large, small = get_mosaic_coordinate(None, i_mosaic, xc, yc, w, h, input_h, input_w)
@@ -176,10 +182,10 @@ class MosaicDetection(Dataset):
         while len(cp_labels) == 0:
             cp_index = random.randint(0, self.__len__() - 1)
             cp_labels = self._dataset.load_anno(cp_index)
-        img, cp_labels, _, _ = self._pull(cp_index)
+        img, cp_labels, resized_hw, _ = self._pull(cp_index)
 
         input_h, input_w = input_dim[0], input_dim[1]
-        cp_scale_ratio = min(input_h / img.shape[0], input_w / img.shape[1])
+        cp_scale_ratio = min(input_h / resized_hw[0], input_w / resized_hw[1])
         jit_w, jit_h = int(input_w * jit_factor), int(input_h * jit_factor)
         target_h, target_w = origin_img.shape[:2]
         x_offset, y_offset = 0, 0
@@ -189,7 +195,7 @@ class MosaicDetection(Dataset):
             x_offset = random.randint(0, jit_w - target_w - 1)
 
         B, content_wh = mixup_inverse_matrix(
-            img.shape[:2], (input_h, input_w), (jit_h, jit_w), (x_offset, y_offset), flip
+            resized_hw, (input_h, input_w), (jit_h, jit_w), (x_offset, y_offset), flip, pixels_hw=img.shape[:2]
         )
         blend_mixup_into(origin_img, img, B, content_wh)
 
