@@ -3,6 +3,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,21 @@ def test_worker_memory_stays_flat(tmp_path):
     # the labels and ids of 20 000 images are a few MiB: copying them into the workers would show here
     assert private[-1] - private[0] < 6, rows
     assert main_rss[-1] - main_rss[0] < 6, rows
+
+
+def test_bench_data_reports_the_decode_floor(capsys):
+    """tools/bench_data.py --no-cache: samples/s of both implementations and their share of the decode floor."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_data", Path(__file__).resolve().parents[1] / "tools" /
+                                                  "bench_data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--no-cache", "--size", "128", "--samples", "6", "--workers", "", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["decode_floor_samples_per_s"] == result["decode_floor_samples_per_s"] > 0
+    assert 0 < printed["decode_ms_per_image"] < 1000
+    rows = {r["impl"]: r for r in printed["throughput"]}
+    assert set(rows) == {"direct", "fast"}
+    for r in rows.values():
+        assert r["of_decode_floor"] == r["one_process"] / printed["decode_floor_samples_per_s"]

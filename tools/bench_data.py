@@ -3,7 +3,7 @@
 in one process and through a DataLoader with N workers; `--rss` adds process memory over 2000 samples.
 
     python tools/bench_data.py                        # bundled forest data, RAM cache, table
-    python tools/bench_data.py --workers 2 --json     # machine-readable
+    python tools/bench_data.py --workers 1,2 --json   # machine-readable
     python tools/bench_data.py --rss --samples-rss 2000
     python tools/bench_data.py --no-cache --with-transform   # JPEGs decoded per sample, against the decode floor
 """
@@ -37,7 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--name", default="train", help="image folder under <data-dir>")
     p.add_argument("--size", type=int, default=640, help="input size (square)")
     p.add_argument("--samples", type=int, default=400, help="samples timed per measurement")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the second measurement (0: skip)")
+    p.add_argument("--workers", type=str, default="1,2",
+                   help="comma-separated DataLoader worker counts to time (default 1,2; 0 or empty: skip)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-cache", action="store_true", help="decode images from disk instead of the RAM cache")
     p.add_argument("--with-transform", action="store_true", help="also time Mosaic+MixUp followed by TrainTransform")
@@ -53,6 +54,7 @@ def main(argv=None):
     with contextlib.redirect_stdout(sys.stderr):  # pycocotools prints; keep stdout for the table / JSON
         dataset = COCODataset(args.data_dir, args.ann, args.name, img_size=size, cache=not args.no_cache)
     rows, result = [], {"input_size": size, "cv2_threads": cv2.getNumThreads(), "throughput": []}
+    worker_counts = [int(n) for n in str(args.workers).split(",") if n.strip() and int(n) > 0]
 
     stages = [("mosaic+mixup", None)]
     if args.with_transform:
@@ -68,11 +70,10 @@ def main(argv=None):
             floor = 1.0 / (DECODES_PER_SAMPLE * float(np.mean(decode_s)))
             result["decode_ms_per_image"] = 1000 * float(np.mean(decode_s))
             result["decode_floor_samples_per_s"] = floor
-        workers = {}
-        if args.workers > 0:
-            workers = {impl: loader_samples_per_second(make_mosaic(dataset, impl, size, preproc), args.workers,
-                                                       args.samples, args.batch_size)
+        workers = {n: {impl: loader_samples_per_second(make_mosaic(dataset, impl, size, preproc), n, args.samples,
+                                                      args.batch_size)
                        for impl in ("direct", "fast")}
+                   for n in worker_counts}
         for impl in ("direct", "fast"):
             entry = {"stage": stage, "impl": impl, "one_process": single[impl],
                      "speedup_one_process": single[impl] / single["direct"]}
@@ -80,17 +81,17 @@ def main(argv=None):
             if floor is not None:
                 entry["of_decode_floor"] = single[impl] / floor
                 row.append(f"{single[impl] / floor:.2f}")
-            if workers:
-                entry["workers"] = args.workers
-                entry["with_workers"] = workers[impl]
-                row += [f"{workers[impl]:.1f}", f"{workers[impl] / workers['direct']:.2f}x"]
+            entry["with_workers"] = {}
+            for n, by_impl in workers.items():
+                entry["with_workers"][n] = by_impl[impl]
+                row += [f"{by_impl[impl]:.1f}", f"{by_impl[impl] / by_impl['direct']:.2f}x"]
             result["throughput"].append(entry)
             rows.append(row)
 
     mem_rows = []
     if args.rss:
         mosaic = make_mosaic(dataset, "fast", size, default_train_transform())
-        mem_rows = memory_over_samples(mosaic, max(args.workers, 1), args.samples_rss, batch_size=16)
+        mem_rows = memory_over_samples(mosaic, max(worker_counts or [1]), args.samples_rss, batch_size=16)
         result["memory"] = [dict(zip(("samples", "main_rss_mib", "workers_rss_mib", "workers_private_mib"), r))
                             for r in mem_rows]
         first, last = mem_rows[1] if len(mem_rows) > 1 else mem_rows[0], mem_rows[-1]
@@ -102,8 +103,8 @@ def main(argv=None):
     headers = ["stage", "impl", "samples/s (1 process)", "vs direct"]
     if floor is not None:
         headers.append("of decode floor")
-    if args.workers > 0:
-        headers += [f"samples/s ({args.workers} workers)", "vs direct"]
+    for n in worker_counts:
+        headers += [f"samples/s ({n} worker{'s' if n > 1 else ''})", "vs direct"]
     logger.info(f"input {size}, cv2 threads {cv2.getNumThreads()}, {args.samples} samples per measurement, "
                 f"{'images decoded from the files' if args.no_cache else 'RAM cache'}")
     if floor is not None:
