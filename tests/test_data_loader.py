@@ -195,3 +195,35 @@ def test_bench_data_reports_the_decode_floor(capsys):
     assert set(rows) == {"direct", "fast"}
     for r in rows.values():
         assert r["of_decode_floor"] == r["one_process"] / printed["decode_floor_samples_per_s"]
+
+
+def test_ram_cache_is_one_copy_shared_by_the_workers(tmp_path):
+    """A 40 MiB RAM cache read by two workers: their private memory stays far below one copy of it."""
+    make_coco(tmp_path, [(256, 256)] * 4, boxes_per_image=3)
+    ann = tmp_path / "annotations" / "instances_train2017.json"
+    coco = json.loads(ann.read_text())
+    images, annotations = [], []
+    for k in range(64):  # 256 images of 256x256x3 = 48 MiB cached
+        for im in coco["images"]:
+            new_id = len(images) + 1
+            images.append(dict(im, id=new_id))
+            annotations += [dict(a, id=len(annotations) + 1, image_id=new_id) for a in coco["annotations"]
+                            if a["image_id"] == im["id"]]
+    ann.write_text(json.dumps(dict(coco, images=images, annotations=annotations)))
+    script = (
+        "import json, sys\n"
+        "from yolox.data import COCODataset, MosaicDetection, TrainTransform\n"
+        "from yolox.data.bench import memory_over_samples\n"
+        "ds = COCODataset(sys.argv[1], img_size=(256, 256), cache=True)\n"
+        "print(json.dumps([ds._image_cache.nbytes / 2**20] + memory_over_samples(\n"
+        "    MosaicDetection(ds, (256, 256), preproc=TrainTransform(max_labels=50)), num_workers=2,\n"
+        "    num_samples=1024, batch_size=16, every=256)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cache_mib, *rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert cache_mib > 40
+    # every cached image was read (4 tiles + MixUp per sample, 1024 samples), yet the two workers together own less
+    # than half a copy (their own heaps: ~18 MiB here; a copy each would be 2 x 48 MiB), and it does not grow
+    assert rows[-1][3] < 0.5 * cache_mib, (cache_mib, rows)
+    assert rows[-1][3] - rows[0][3] < 4, rows
