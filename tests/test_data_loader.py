@@ -217,13 +217,13 @@ def test_ram_cache_is_one_copy_shared_by_the_workers(tmp_path):
         "ds = COCODataset(sys.argv[1], img_size=(256, 256), cache=True)\n"
         "print(json.dumps([ds._image_cache.nbytes / 2**20] + memory_over_samples(\n"
         "    MosaicDetection(ds, (256, 256), preproc=TrainTransform(max_labels=50)), num_workers=2,\n"
-        "    num_samples=1024, batch_size=16, every=256)))\n"
+        "    num_samples=512, batch_size=16, every=128)))\n"
     )
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     cache_mib, *rows = json.loads(out.stdout.strip().splitlines()[-1])
     assert cache_mib > 40
-    # every cached image was read (4 tiles + MixUp per sample, 1024 samples), yet the two workers together own less
+    # every cached image was read (4 tiles + MixUp per sample, 512 samples), yet the two workers together own less
     # than half a copy (their own heaps: ~18 MiB here; a copy each would be 2 x 48 MiB), and it does not grow
     assert rows[-1][3] < 0.5 * cache_mib, (cache_mib, rows)
     assert rows[-1][3] - rows[0][3] < 4, rows
