@@ -31,6 +31,7 @@ setup(
         # the tests also cover the training curve (matplotlib) and the tensorboard scalars
         "test": ["pytest>=7", "hypothesis>=6.80", "matplotlib>=3.5", "tensorboard>=2.12"],
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        "deploy": ["onnxruntime>=1.16", "openvino>=2024.0"],  # yolox.deploy: run exported models on the CPU
         "tensorboard": ["tensorboard>=2.12"],
         "plot": ["matplotlib>=3.5"],  # the training curve PNG at the end of training
         "wandb": ["wandb>=0.15"],  # -l wandb

@@ -1,17 +1,20 @@
-"""The command line of tools/demo.py (official flags): build the model, load weights, run the demo."""
+"""The command line of tools/demo.py (official flags): open the weights in their backend, run the demo.
+
+-c takes a PyTorch checkpoint, an ONNX file (ONNX Runtime) or an OpenVINO IR .xml; --backend overrides the choice
+made from the suffix."""
 import argparse
 import os
 import time
 
 from loguru import logger
 
-from yolox.exp import load_exp_weights
-from yolox.utils import fuse_model, get_model_info
+from yolox.deploy import BACKENDS, backend_for_file
+from yolox.utils import get_model_info
 
 from .class_names import class_names_for_exp
 from .cli import apply_test_overrides
 from .demo import image_demo, imageflow_demo
-from .predictor import Predictor, resolve_device
+from .predictor import Predictor, load_backend
 
 __all__ = ["make_parser", "run_demo_cli"]
 
@@ -26,16 +29,20 @@ def make_parser():
     parser.add_argument("--save_result", action="store_true",
                         help="whether to save the inference result of image/video")
     parser.add_argument("-f", "--exp_file", default=None, type=str, help="please input your experiment description file")
-    parser.add_argument("-c", "--ckpt", default=None, type=str, help="ckpt for eval")
+    parser.add_argument("-c", "--ckpt", default=None, type=str,
+                        help="weights: a .pth checkpoint, an .onnx file or an OpenVINO .xml")
+    parser.add_argument("--backend", default=None, choices=list(BACKENDS),
+                        help="runtime for -c (default: by its suffix: .onnx onnxruntime, .xml openvino, else torch)")
     parser.add_argument("--device", default="cpu", type=str, help="device to run our model, can either be cpu or gpu")
     parser.add_argument("--conf", default=0.3, type=float, help="test conf")
     parser.add_argument("--nms", default=0.3, type=float, help="test nms threshold")
     parser.add_argument("--tsize", default=None, type=int, help="test img size")
     parser.add_argument("--fp16", dest="fp16", default=False, action="store_true",
-                        help="Adopting mix precision evaluating (GPU only).")
+                        help="Adopting mix precision evaluating (GPU only; PyTorch checkpoints only).")
     parser.add_argument("--legacy", dest="legacy", default=False, action="store_true",
                         help="To be compatible with older versions")
-    parser.add_argument("--fuse", dest="fuse", default=False, action="store_true", help="Fuse conv and bn for testing.")
+    parser.add_argument("--fuse", dest="fuse", default=False, action="store_true",
+                        help="Fuse conv and bn for testing (a no-op for .onnx / .xml: their runtimes fuse).")
     # No trailing `key value` opts here (as officially): they would swallow every flag after the demo type.
     return parser
 
@@ -58,19 +65,14 @@ def run_demo_cli(argv=None):
 
     apply_test_overrides(exp, args)
 
-    device = resolve_device(args.device)
-    model = exp.get_model()
-    logger.info("Model Summary: {}".format(get_model_info(model, exp.test_size)))
     ckpt_file = args.ckpt if args.ckpt is not None else os.path.join(file_name, "best_ckpt.pth")
+    if backend_for_file(ckpt_file, args.backend) == "torch":
+        logger.info("Model Summary: {}".format(get_model_info(exp.get_model(), exp.test_size)))
     logger.info("loading checkpoint from {}".format(ckpt_file))
-    load_exp_weights(model, ckpt_file, num_classes=exp.num_classes)
+    backend = load_backend(exp, ckpt_file, args.backend, device=args.device, fuse=args.fuse, fp16=args.fp16)
     logger.info("loaded checkpoint done.")
-    model.eval()
-    if args.fuse:
-        logger.info("\tFusing model...")
-        model = fuse_model(model)
 
-    predictor = Predictor(model, exp, class_names_for_exp(exp), device=device, fp16=args.fp16, legacy=args.legacy)
+    predictor = Predictor(backend, exp, class_names_for_exp(exp), legacy=args.legacy)
     current_time = time.localtime()
     if args.demo == "image":
         return image_demo(predictor, vis_folder, args.path, current_time, args.save_result)

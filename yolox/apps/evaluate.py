@@ -1,4 +1,7 @@
-"""tools/eval.py's logic: the official flags, checkpoint loading, fusion, and COCO/VOC evaluation or a speed test."""
+"""tools/eval.py's logic: the official flags, checkpoint loading, fusion, and COCO/VOC evaluation or a speed test.
+
+-c takes a PyTorch checkpoint, an ONNX file (run by ONNX Runtime) or an OpenVINO IR .xml (run by OpenVINO); see
+make_parser for what --fuse, --fp16 and -d do with an exported model."""
 import argparse
 import os
 import random
@@ -8,10 +11,12 @@ import torch
 from loguru import logger
 
 import yolox.utils as yutils
+from yolox.deploy import BACKENDS, backend_for_file
 from yolox.exp import load_exp_weights
 from yolox.utils import fuse_model, get_local_rank, get_model_info
 
 from .cli import apply_test_overrides
+from .predictor import load_backend
 
 __all__ = ["make_parser", "eval_main", "run_eval_cli", "process_count", "eval_device"]
 
@@ -29,7 +34,12 @@ def make_parser():
     parser.add_argument("--num_machines", default=1, type=int, help="num of node for evaluation")
     parser.add_argument("--machine_rank", default=0, type=int, help="node rank for multi-node evaluation")
     parser.add_argument("-f", "--exp_file", default=None, type=str, help="please input your experiment description file")
-    parser.add_argument("-c", "--ckpt", default=None, type=str, help="ckpt for eval")
+    parser.add_argument("-c", "--ckpt", default=None, type=str,
+                        help="weights: a .pth checkpoint, an .onnx file or an OpenVINO .xml")
+    parser.add_argument("--backend", default=None, choices=list(BACKENDS),
+                        help="runtime for -c (default: by its suffix: .onnx onnxruntime, .xml openvino, else torch). "
+                             "An exported model runs in one CPU process (-d 1), in float32 (no --fp16); --fuse is a "
+                             "no-op for it; a batch-1 export is fed one image at a time whatever -b is")
     parser.add_argument("--conf", default=None, type=float, help="test conf")
     parser.add_argument("--nms", default=None, type=float, help="test nms threshold")
     parser.add_argument("--tsize", default=None, type=int, help="test img size")
@@ -71,6 +81,20 @@ def _setup_logging(file_name, rank):
         logger.add(os.path.join(file_name, "val_log.txt"), mode="a")
 
 
+def _exported_backend(args, num_gpu):
+    """The name of the runtime of an exported -c (None for a PyTorch checkpoint); its flags checked."""
+    if args.ckpt is None:
+        if args.backend not in (None, "torch"):
+            raise ValueError(f"--backend {args.backend} needs -c with the exported model (.onnx or .xml)")
+        return None
+    name = backend_for_file(args.ckpt, args.backend)
+    if name == "torch":
+        return None
+    if num_gpu * args.num_machines > 1:
+        raise ValueError(f"{args.ckpt} runs in {name} in one process; drop -d / --num_machines (or use -d 1)")
+    return name
+
+
 def eval_main(exp, args, num_gpu):
     """Evaluate in this process (one of num_gpu); returns (AP50:95, AP50, summary) or the speed line on rank 0."""
     if args.seed is not None:
@@ -88,6 +112,8 @@ def eval_main(exp, args, num_gpu):
     logger.info("Args: {}".format(args))
 
     apply_test_overrides(exp, args)
+    if _exported_backend(args, num_gpu) is not None:
+        return _eval_exported(exp, args)
 
     model = exp.get_model()
     logger.info("Model Summary: {}".format(get_model_info(model, exp.test_size)))
@@ -128,6 +154,24 @@ def eval_main(exp, args, num_gpu):
     return result
 
 
+def _eval_exported(exp, args):
+    """Evaluate an .onnx / .xml in this process through its backend (the same evaluator and postprocessing)."""
+    logger.info("loading {} model from {}".format(backend_for_file(args.ckpt, args.backend), args.ckpt))
+    backend = load_backend(exp, args.ckpt, args.backend, device="cpu", fuse=args.fuse, fp16=args.fp16)
+    evaluator = exp.get_evaluator(args.batch_size, False, args.test, args.legacy)
+    evaluator.per_class_AP = True
+    evaluator.per_class_AR = True
+    if args.test and hasattr(evaluator, "testdev_file"):
+        evaluator.testdev_file = os.path.join(exp.output_dir, args.experiment_name, "yolox_testdev_2017.json")
+    if args.speed:
+        line = evaluator.speed_test(backend, False, False)
+        logger.info(line)
+        return line
+    result = evaluator.evaluate(backend, False, False, None, None, exp.test_size)
+    logger.info("\n" + result[2])
+    return result
+
+
 def run_eval_cli(argv=None):
     """Parse argv, build the Exp, and evaluate in one process or launch several."""
     from yolox.exp import get_exp
@@ -138,6 +182,7 @@ def run_eval_cli(argv=None):
     if not args.experiment_name:
         args.experiment_name = exp.exp_name
     num_gpu = process_count(args.devices)
+    _exported_backend(args, num_gpu)  # an exported model's flags checked before any process starts
     if num_gpu * args.num_machines == 1:
         return eval_main(exp, args, num_gpu)
 

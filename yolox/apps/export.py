@@ -6,7 +6,9 @@ import warnings
 import torch
 from loguru import logger
 
-__all__ = ["prepare_for_export", "export_onnx", "export_torchscript"]
+from yolox.deploy import export_metadata
+
+__all__ = ["prepare_for_export", "export_onnx", "simplify_onnx", "set_onnx_metadata", "export_torchscript"]
 
 
 def prepare_for_export(model, decode_in_inference=False):
@@ -24,8 +26,10 @@ def export_onnx(model, output_name, input_shape, opset=11, dynamic=False, simpli
                 output_node="output"):
     """Write `model` (prepared) to the ONNX file `output_name` for inputs of `input_shape` (B, 3, H, W).
 
-    Nodes are named input_node and output_node; dynamic=True makes the batch dimension of both free. The file is checked
-    with onnx.checker, and simplified with onnxsim when that package is installed and simplify is True.
+    Nodes are named input_node and output_node; dynamic=True makes the batch dimension of both free (height and
+    width stay those of input_shape). The file is checked with onnx.checker, simplified with onnxsim (or else
+    onnxslim) when one is installed and simplify is True, and given the yolox_* metadata (yolox.deploy.metadata)
+    that tells the deployment backends whether its outputs are decoded.
     """
     import onnx
 
@@ -49,17 +53,42 @@ def export_onnx(model, output_name, input_shape, opset=11, dynamic=False, simpli
     onnx.checker.check_model(onnx_model)
     logger.info(f"generated onnx model named {output_name}")
     if simplify:
-        try:
-            from onnxsim import simplify as onnxsim_simplify
-        except ImportError:
-            logger.info("onnxsim is not installed; the ONNX graph is left as exported (pip install onnxsim to simplify)")
-            return output_name
+        onnx_model = simplify_onnx(onnx_model, output_name)
+    set_onnx_metadata(onnx_model, export_metadata(model))
+    onnx.save(onnx_model, output_name)
+    return output_name
+
+
+def simplify_onnx(onnx_model, output_name):
+    """The model simplified by onnxsim, or by onnxslim when only that is installed; unchanged without either."""
+    try:
+        from onnxsim import simplify as onnxsim_simplify
+    except ImportError:
+        onnxsim_simplify = None
+    if onnxsim_simplify is not None:
         model_simp, ok = onnxsim_simplify(onnx_model)
         if not ok:
             raise RuntimeError(f"onnxsim could not validate the simplified {output_name}; rerun with --no-onnxsim")
-        onnx.save(model_simp, output_name)
-        logger.info(f"generated simplified onnx model named {output_name}")
-    return output_name
+        logger.info(f"simplified {output_name} with onnxsim")
+        return model_simp
+    try:
+        import onnxslim
+    except ImportError:
+        logger.info("neither onnxsim nor onnxslim is installed; the ONNX graph is left as exported "
+                    "(pip install onnxslim to simplify it)")
+        return onnx_model
+    slimmed = onnxslim.slim(onnx_model)
+    logger.info(f"simplified {output_name} with onnxslim")
+    return slimmed
+
+
+def set_onnx_metadata(onnx_model, values):
+    """Set (replace) the metadata_props entries `values` ({key: text}) of an onnx.ModelProto, in place."""
+    kept = [(p.key, p.value) for p in onnx_model.metadata_props if p.key not in values]
+    del onnx_model.metadata_props[:]
+    for key, value in kept + sorted(values.items()):
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def export_torchscript(model, output_name, input_shape):

@@ -1,4 +1,5 @@
-"""The command lines of tools/export_onnx.py and tools/export_torchscript.py (official flags)."""
+"""The command lines of tools/export_onnx.py and tools/export_torchscript.py (official flags), and of
+tools/export_openvino.py (ONNX file -> OpenVINO IR)."""
 import argparse
 import os
 
@@ -8,8 +9,8 @@ from yolox.exp import load_exp_weights
 
 from .export import export_onnx, export_torchscript, prepare_for_export
 
-__all__ = ["make_onnx_parser", "make_torchscript_parser", "build_export_model", "run_onnx_cli",
-           "run_torchscript_cli"]
+__all__ = ["make_onnx_parser", "make_torchscript_parser", "make_openvino_parser", "build_export_model",
+           "run_onnx_cli", "run_torchscript_cli", "run_openvino_cli"]
 
 
 def _common(parser, default_output):
@@ -30,9 +31,21 @@ def make_onnx_parser():
     parser.add_argument("--input", default="images", type=str, help="input node name of onnx model")
     parser.add_argument("--output", default="output", type=str, help="output node name of onnx model")
     parser.add_argument("-o", "--opset", default=11, type=int, help="onnx opset version")
-    parser.add_argument("--dynamic", action="store_true", help="whether the input shape should be dynamic or not")
-    parser.add_argument("--no-onnxsim", action="store_true", help="use onnxsim or not")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="free batch dimension (height and width stay the Exp's test_size)")
+    parser.add_argument("--no-onnxsim", action="store_true",
+                        help="do not simplify the graph (with onnxsim, or onnxslim, when installed)")
     return _common(parser, "yolox.onnx")
+
+
+def make_openvino_parser():
+    parser = argparse.ArgumentParser("YOLOX OpenVINO deploy: convert an ONNX export to an OpenVINO IR (.xml + .bin)")
+    parser.add_argument("-i", "--onnx", required=True, type=str,
+                        help="the ONNX file written by tools/export_onnx.py (raw or --decode_in_inference outputs)")
+    parser.add_argument("--output-name", type=str, default=None, help="the IR's .xml (default: the ONNX name)")
+    parser.add_argument("--compress-to-fp16", action="store_true",
+                        help="store the weights in half precision (half the size, outputs move by about 1e-3)")
+    return parser
 
 
 def make_torchscript_parser():
@@ -71,3 +84,11 @@ def run_torchscript_cli(argv=None):
     logger.info("args value: {}".format(args))
     exp, model = build_export_model(args)
     return export_torchscript(model, args.output_name, (args.batch_size, 3, *exp.test_size))
+
+
+def run_openvino_cli(argv=None):
+    from yolox.deploy import export_openvino
+
+    args = make_openvino_parser().parse_args(argv)
+    logger.info("args value: {}".format(args))
+    return export_openvino(args.onnx, args.output_name, compress_to_fp16=args.compress_to_fp16)

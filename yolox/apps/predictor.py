@@ -1,14 +1,18 @@
-"""Single-image prediction: letterbox, forward, score threshold and NMS, boxes back in original pixels, drawing."""
+"""Prediction on images: letterbox, forward through a backend (PyTorch, ONNX Runtime or OpenVINO), score
+threshold and NMS, boxes back in original pixels, drawing; and the backend of a weights file."""
 import os
 
 import cv2
 import numpy as np
 import torch
+from loguru import logger
 
 from yolox.data import ValTransform
-from yolox.utils import postprocess, vis
+from yolox.deploy import InferenceBackend, OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, backend_for_file
+from yolox.exp import load_exp_weights
+from yolox.utils import fuse_model, postprocess, vis
 
-__all__ = ["Predictor", "resolve_device"]
+__all__ = ["Predictor", "resolve_device", "load_backend"]
 
 
 def resolve_device(device):
@@ -23,26 +27,68 @@ def resolve_device(device):
     return torch.device(name)
 
 
-class Predictor:
-    """Runs a YOLOX model (eval mode) on images given as paths or BGR arrays.
+def load_backend(exp, ckpt_file, backend=None, device="cpu", fuse=False, fp16=False, threads=0):
+    """The InferenceBackend for a weights file, checked against the Exp (input size and class count).
 
-    device "cpu" or "gpu"; fp16 only on a GPU (model and inputs in half precision); legacy = the old
-    normalised preprocessing of early published weights.
+    backend: "torch", "onnxruntime" or "openvino"; None picks it from the file (.onnx -> ONNX Runtime, .xml ->
+    OpenVINO, else a PyTorch checkpoint of exp's model). device, fuse and fp16 apply to PyTorch: with an exported
+    model --fuse is a no-op (the runtimes fold BatchNorm into the convolutions themselves), and --fp16 or a GPU
+    device is an error. threads: ONNX Runtime / OpenVINO threads (0: their default).
+    """
+    name = backend_for_file(ckpt_file, backend)
+    if name == "torch":
+        device = resolve_device(device)
+        if fp16 and device.type != "cuda":
+            raise ValueError("--fp16 needs a GPU (--device gpu); half precision is not supported on the CPU here")
+        model = exp.get_model()
+        load_exp_weights(model, ckpt_file, num_classes=exp.num_classes)
+        model = model.to(device).eval()
+        if fuse:
+            logger.info("\tFusing model...")
+            model = fuse_model(model)
+        return TorchBackend(model.half() if fp16 else model, source=str(ckpt_file))
+    if fp16:
+        raise ValueError(f"--fp16 applies to PyTorch checkpoints; {ckpt_file} runs in {name} in float32: drop --fp16")
+    if resolve_device(device).type != "cpu":
+        raise ValueError(f"{ckpt_file} runs in {name} on the CPU here; use --device cpu (or a .pth for the GPU)")
+    if fuse:
+        logger.info(f"--fuse is a no-op for {ckpt_file}: {name} folds BatchNorm into the convolutions itself")
+    runtime = OnnxRuntimeBackend(ckpt_file, threads) if name == "onnxruntime" else OpenVINOBackend(ckpt_file, threads)
+    runtime.check_fits(exp.test_size, exp.num_classes)
+    logger.info(f"{runtime.describe()}")
+    return runtime
+
+
+class Predictor:
+    """Runs a YOLOX detector on images given as paths or BGR arrays.
+
+    model: an nn.Module (eval mode; moved to `device`, in half precision with fp16) or any InferenceBackend
+    (load_backend: PyTorch, ONNX Runtime, OpenVINO). device "cpu" or "gpu"; fp16 only on a GPU; legacy = the old
+    normalised preprocessing of early published weights. decoder: the official hook for a model returning raw
+    outputs (decoder(outputs, dtype)); raw outputs of a backend are decoded by the backend itself.
     """
 
     def __init__(self, model, exp, cls_names=None, trt_file=None, decoder=None, device="cpu", fp16=False,
                  legacy=False):
         if trt_file is not None:
             raise NotImplementedError("TensorRT inference is not part of this release; export to ONNX instead")
-        self.device = resolve_device(device)
-        if fp16 and self.device.type != "cuda":
-            raise ValueError("--fp16 needs a GPU (--device gpu); half precision is not supported on the CPU here")
-        self.model = model.to(self.device).eval()
-        self.fp16 = fp16
-        if fp16:
-            self.model = self.model.half()
+        if isinstance(model, InferenceBackend):
+            self.backend, self.model = model, getattr(model, "model", None)
+            self.device = getattr(model, "device", torch.device("cpu"))
+            self.fp16 = getattr(model, "dtype", torch.float32) == torch.float16
+        else:
+            self.device = resolve_device(device)
+            if fp16 and self.device.type != "cuda":
+                raise ValueError("--fp16 needs a GPU (--device gpu); half precision is not supported on the CPU here")
+            self.model = model.to(self.device).eval()
+            self.fp16 = fp16
+            if fp16:
+                self.model = self.model.half()
+            self.backend = TorchBackend(self.model)
         self.cls_names = list(cls_names) if cls_names is not None else [str(i) for i in range(exp.num_classes)]
         self.decoder = decoder
+        if decoder is not None:  # the official hook: the model returns raw outputs and `decoder` decodes them
+            self.backend.decoded = True
         self.num_classes = exp.num_classes
         self.confthre = exp.test_conf
         self.nmsthre = exp.nmsthre
@@ -66,11 +112,9 @@ class Predictor:
         img_info["ratio"] = min(self.test_size[0] / height, self.test_size[1] / width)
 
         chw, _ = self.preproc(img, None, self.test_size)  # (3, H, W) float, letterboxed
-        tensor = torch.from_numpy(np.ascontiguousarray(chw)).unsqueeze(0).float().to(self.device)
-        if self.fp16:
-            tensor = tensor.half()
+        batch = np.ascontiguousarray(chw, dtype=np.float32)[None]  # (1, 3, H, W)
         with torch.no_grad():
-            outputs = self.model(tensor)  # (1, A, 5 + K)
+            outputs = self.backend(batch)  # (1, A, 5 + K) decoded
             if self.decoder is not None:
                 outputs = self.decoder(outputs, dtype=outputs.type())
             outputs = postprocess(outputs.float(), self.num_classes, self.confthre, self.nmsthre, class_agnostic=True)

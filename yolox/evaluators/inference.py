@@ -1,4 +1,5 @@
-"""The inference pass shared by the evaluators: model over a loader, timed forward and NMS, results on rank 0."""
+"""The inference pass shared by the evaluators: a model or a deployment backend over a loader, timed forward and
+NMS, results on rank 0."""
 import copy
 import itertools
 
@@ -7,6 +8,7 @@ import torch.distributed as dist
 from loguru import logger
 from tqdm import tqdm
 
+from yolox.deploy import InferenceBackend, TorchBackend
 from yolox.utils import gather, get_world_size, is_main_process, postprocess, time_synchronized
 
 __all__ = ["model_device", "InferenceStats", "run_inference", "scale_to_original", "image_id"]
@@ -63,21 +65,19 @@ def scale_to_original(boxes, img_h, img_w, img_size):
 
 def run_inference(model, dataloader, num_classes, confthre, nmsthre, half=False, decoder=None, on_batch=None,
                   distributed=False):
-    """Run `model` over `dataloader` in eval mode; call on_batch(outputs, info_imgs, ids) on each batch.
+    """Run `model` over `dataloader`; call on_batch(outputs, info_imgs, ids) on each batch.
 
+    model: an nn.Module (run in eval mode on its device, in a half-precision copy with half on CUDA) or an
+    InferenceBackend (yolox.deploy: ONNX Runtime, OpenVINO, ...; `half` does not apply to it).
     outputs is the post-processed list, one (n, 7) float32 CPU tensor (x1, y1, x2, y2, obj, cls_conf, cls) or None
     per image. Returns the per-process results of on_batch (a list) gathered to rank 0 (flattened, [] elsewhere)
     and the InferenceStats summed on rank 0. The last batch is not timed (it may be short), as in the official
     evaluator; a loader of one batch times that batch.
     """
-    device = model_device(model)
-    use_half = bool(half) and device.type == "cuda"
-    if half and not use_half:
-        logger.warning(f"half precision needs CUDA; evaluating in float32 on {device}")
-    model = model.eval()
-    if use_half:
-        model = copy.deepcopy(model).half()  # a half copy: the caller's (e.g. the trainer's EMA) model stays float
-    dtype = torch.float16 if use_half else torch.float32
+    backend = model if isinstance(model, InferenceBackend) else _torch_backend(model, half)
+    if decoder is not None:  # the official hook: raw outputs, decoded by `decoder`
+        backend.decoded = True
+    device = getattr(backend, "device", torch.device("cpu"))
 
     n_batches = len(dataloader)
     stats = InferenceStats(batch_size=getattr(dataloader, "batch_size", None) or 1)
@@ -86,9 +86,9 @@ def run_inference(model, dataloader, num_classes, confthre, nmsthre, half=False,
     with torch.no_grad():
         for cur_iter, (imgs, _, info_imgs, ids) in enumerate(progress):
             timed = cur_iter < n_batches - 1 or n_batches == 1
-            imgs = imgs.to(device=device, dtype=dtype)
+            imgs = backend.to_input(imgs)
             start = time_synchronized()
-            outputs = model(imgs)  # (B, A, 5 + K) decoded boxes
+            outputs = backend(imgs)  # (B, A, 5 + K) decoded boxes
             if decoder is not None:
                 outputs = decoder(outputs, dtype=outputs.type())
             infer_end = time_synchronized()
@@ -107,3 +107,14 @@ def run_inference(model, dataloader, num_classes, confthre, nmsthre, half=False,
         stats = stats.reduce(device if dist.get_backend() == "nccl" else torch.device("cpu"))
     return results, stats
 
+
+def _torch_backend(model, half):
+    """TorchBackend of `model` in eval mode; in a half copy with half on CUDA (the caller's model stays float)."""
+    device = model_device(model)
+    use_half = bool(half) and device.type == "cuda"
+    if half and not use_half:
+        logger.warning(f"half precision needs CUDA; evaluating in float32 on {device}")
+    model = model.eval()
+    if use_half:
+        model = copy.deepcopy(model).half()  # a half copy: the caller's (e.g. the trainer's EMA) model stays float
+    return TorchBackend(model)

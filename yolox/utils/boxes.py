@@ -5,6 +5,7 @@ import torchvision
 
 __all__ = [
     "filter_box",
+    "grouped_nms",
     "postprocess",
     "bboxes_iou",
     "matrix_iou",
@@ -31,42 +32,68 @@ def _cxcywh_to_xyxy_copy(boxes):
     return torch.cat([centre - size / 2, centre + size / 2], dim=-1)
 
 
+# Above this many boxes on the CPU torchvision.ops.batched_nms runs one NMS per group (exact); below it, and on a
+# GPU up to far more boxes, it runs one NMS over boxes moved apart by group * (max coordinate + 1).
+_PER_GROUP_NMS_MIN_BOXES_CPU = 1000
+
+
+def grouped_nms(boxes, scores, groups, iou_threshold):
+    """Indices (int64) that NMS keeps within each group, by decreasing score over all groups.
+
+    boxes (N, 4) x1y1x2y2, scores (N,), groups (N,) int64. Every group gets the same result as its own
+    torchvision.ops.nms in the boxes' dtype: one group goes to nms directly, and where torchvision would move
+    the groups apart by adding offsets, the boxes are given to it in float64, where those integer offsets are exact
+    (in float32 they would round the coordinates of far groups by up to 1/32 pixel).
+    """
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    if bool((groups == groups[0]).all()):
+        return torchvision.ops.nms(boxes, scores, iou_threshold)
+    per_group = boxes.device.type == "cpu" and boxes.shape[0] > _PER_GROUP_NMS_MIN_BOXES_CPU
+    if per_group:
+        return torchvision.ops.batched_nms(boxes, scores, groups, iou_threshold)
+    # float32 scores are exact in float64, so the order of the boxes is unchanged
+    return torchvision.ops.batched_nms(boxes.double(), scores.double(), groups, iou_threshold)
+
+
 def postprocess(prediction, num_classes, conf_thre=0.7, nms_thre=0.45, class_agnostic=False):
-    """Turn decoded YOLOX outputs into per-image detections.
+    """Turn decoded YOLOX outputs into per-image detections, the whole batch at once.
 
     prediction: (B, A, 5 + num_classes) rows of cx, cy, w, h, objectness, class scores (after sigmoid).
     Returns a list of B entries: None when nothing survives, otherwise an (n, 7) tensor of
     x1, y1, x2, y2, obj, cls_conf, cls, sorted by decreasing score = obj * cls_conf.
-    Unlike the official release, the input tensor is left unchanged.
+    Each anchor takes its best class; anchors scoring at least conf_thre enter NMS, per image (class_agnostic) or
+    per image and class. One NMS call covers the batch (groups image or image * K + class), with the same result
+    per image as NMS run image by image. Unlike the official release, the input tensor is left unchanged.
     """
     if prediction.dim() != 3 or prediction.shape[-1] < 5 + num_classes:
         raise ValueError(
             f"postprocess expects predictions of shape (B, A, 5 + num_classes={5 + num_classes}); "
             f"got {tuple(prediction.shape)}. Check num_classes against the model's head."
         )
-    output = [None for _ in range(prediction.shape[0])]
-    boxes_xyxy = _cxcywh_to_xyxy_copy(prediction[..., :4])  # (B, A, 4)
-    for i in range(prediction.shape[0]):
-        image_pred = prediction[i]  # (A, 5 + K)
-        if image_pred.shape[0] == 0:
-            continue
-        # best class per anchor: (A, 1) confidence and index
-        class_conf, class_pred = torch.max(image_pred[:, 5 : 5 + num_classes], dim=1, keepdim=True)
-        score = image_pred[:, 4] * class_conf[:, 0]  # (A,)
-        keep = score >= conf_thre
-        # (A, 7): x1 y1 x2 y2 obj cls_conf cls
-        detections = torch.cat(
-            (boxes_xyxy[i], image_pred[:, 4:5], class_conf, class_pred.to(image_pred.dtype)), dim=1
-        )[keep]
-        if detections.shape[0] == 0:
-            continue
-        scores = detections[:, 4] * detections[:, 5]
-        if class_agnostic:
-            keep_idx = torchvision.ops.nms(detections[:, :4], scores, nms_thre)
-        else:
-            keep_idx = torchvision.ops.batched_nms(detections[:, :4], scores, detections[:, 6], nms_thre)
-        output[i] = detections[keep_idx]
-    return output
+    batch = prediction.shape[0]
+    if batch == 0 or prediction.shape[1] == 0:
+        return [None] * batch
+    class_conf = prediction[..., 5 : 5 + num_classes].amax(-1)  # (B, A) best class score
+    img, anchor = torch.nonzero(prediction[..., 4] * class_conf >= conf_thre, as_tuple=True)  # (N,) each
+    if img.numel() == 0:
+        return [None] * batch
+    rows = prediction[img, anchor]  # (N, 5 + K) image-major, anchors in order
+    class_pred = rows[:, 5 : 5 + num_classes].argmax(1)  # (N,) first best class, as torch.max picks it
+    # (N, 7): x1 y1 x2 y2 obj cls_conf cls
+    detections = torch.cat(
+        (_cxcywh_to_xyxy_copy(rows[:, :4]), rows[:, 4:5], class_conf[img, anchor, None],
+         class_pred[:, None].to(rows.dtype)), dim=1
+    )
+    scores = detections[:, 4] * detections[:, 5]  # (N,)
+    groups = img if class_agnostic else img * num_classes + class_pred  # (N,)
+    keep = grouped_nms(detections[:, :4], scores, groups, nms_thre)  # (M,)
+    # image by image, each by decreasing score, ties in anchor order (as NMS on one image orders them)
+    keep = keep.sort().values
+    keep = keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+    keep = keep[torch.sort(img[keep], stable=True).indices]
+    counts = torch.bincount(img[keep], minlength=batch).tolist()  # (B,) the one host synchronisation
+    return [d if d.shape[0] else None for d in torch.split(detections[keep], counts)]
 
 
 def bboxes_iou(bboxes_a, bboxes_b, xyxy=True):

@@ -1,0 +1,31 @@
+"""Running a detector for deployment: one interface (InferenceBackend) over PyTorch, ONNX Runtime and OpenVINO.
+
+    backend = OnnxRuntimeBackend("yolox_s.onnx")        # or OpenVINOBackend("yolox_s.xml"), TorchBackend(model)
+    outputs = backend(images)                           # (B, 3, H, W) float32 -> decoded (B, A, 5 + K) tensor
+    detections = yolox.utils.postprocess(outputs, num_classes, conf, nms)
+
+onnxruntime and openvino are optional: pip install -e ".[deploy]". This package imports only yolox.utils (and,
+through demo_postprocess, yolox.models); the evaluators and apps build on it.
+"""
+from .backend import BACKENDS, InferenceBackend, backend_for_file, import_runtime
+from .metadata import DECODED_KEY, NUM_CLASSES_KEY, STRIDES_KEY, export_metadata, outputs_look_decoded
+from .onnxruntime_backend import OnnxRuntimeBackend
+from .openvino_backend import OpenVINOBackend
+from .openvino_export import export_openvino
+from .torch_backend import TorchBackend
+
+__all__ = ["BACKENDS", "InferenceBackend", "backend_for_file", "import_runtime", "DECODED_KEY", "NUM_CLASSES_KEY",
+           "STRIDES_KEY", "export_metadata", "outputs_look_decoded", "OnnxRuntimeBackend", "OpenVINOBackend",
+           "export_openvino", "TorchBackend", "open_backend"]
+
+
+def open_backend(path, backend=None, threads=0):
+    """The ONNX Runtime or OpenVINO backend for an exported file (chosen by suffix or `backend`). A PyTorch
+    checkpoint needs its Exp to build the model: yolox.apps.predictor.load_backend does that."""
+    name = backend_for_file(path, backend)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(path, threads=threads)
+    if name == "openvino":
+        return OpenVINOBackend(path, threads=threads)
+    raise ValueError(f"{path} is a PyTorch checkpoint: build its model from the Exp (yolox.apps.predictor."
+                     "load_backend(exp, path)) and wrap it in TorchBackend")

@@ -1,0 +1,58 @@
+"""What an exported file says about its outputs: the metadata written at export, and the check used without it.
+
+ONNX files exported by this package carry, in their metadata_props (OpenVINO keeps them as rt_info "framework"):
+  yolox_decoded      "1": boxes are cx, cy, w, h in input pixels (--decode_in_inference); "0": raw head outputs
+  yolox_strides      "8,16,32" (or "8,16,32,64"): the strides that decode raw outputs
+  yolox_num_classes  the number of class columns after the objectness
+Files without them (an official export, another tool) are checked on their first outputs: see outputs_look_decoded.
+"""
+import torch
+
+from yolox.utils import demo_postprocess
+
+__all__ = ["DECODED_KEY", "STRIDES_KEY", "NUM_CLASSES_KEY", "export_metadata", "parse_metadata",
+           "outputs_look_decoded"]
+
+DECODED_KEY = "yolox_decoded"
+STRIDES_KEY = "yolox_strides"
+NUM_CLASSES_KEY = "yolox_num_classes"
+
+
+def export_metadata(model):
+    """{key: text} describing the outputs of `model` (a YOLOX prepared for export) as it will be exported."""
+    head = model.head
+    return {
+        DECODED_KEY: "1" if head.decode_in_inference else "0",
+        STRIDES_KEY: ",".join(str(int(s)) for s in head.strides),
+        NUM_CLASSES_KEY: str(int(head.num_classes)),
+    }
+
+
+def parse_metadata(values, source):
+    """(decoded True / False / None when unknown, strides tuple or None) from the {key: text} of a file."""
+    decoded = values.get(DECODED_KEY)
+    if decoded not in (None, "0", "1"):
+        raise ValueError(f"{source}: metadata {DECODED_KEY}={decoded!r}; expected '0' (raw) or '1' (decoded)")
+    strides = values.get(STRIDES_KEY)
+    try:
+        strides = tuple(int(s) for s in strides.split(",")) if strides else None
+    except ValueError:
+        raise ValueError(f"{source}: metadata {STRIDES_KEY}={strides!r}; expected comma-separated integers") from None
+    return (None if decoded is None else decoded == "1"), strides
+
+
+def outputs_look_decoded(outputs, input_size, p6=False):
+    """Whether (B, A, 5 + K) outputs hold decoded boxes, judged from where their box centres lie.
+
+    A decoded centre column is (offset + cell) * stride, within a few strides of its anchor's cell centre; a raw
+    one is the offset alone, a few cells at most from 0.5. So the median distance of columns 0-1 to each reference,
+    in strides for decoded and in cells for raw, is small for the right one and of the order of the grid size
+    (several cells) for the other, for any model whose boxes are anywhere near their anchors.
+    """
+    xy = outputs[..., :2].float()  # (B, A, 2)
+    cells = demo_postprocess(torch.zeros(1, xy.shape[1], 5), input_size, p6)  # (1, A, 5): cell corner, stride
+    stride = cells[..., 2:3]  # (1, A, 1)
+    centre = cells[..., :2] + 0.5 * stride  # (1, A, 2) cell centres in pixels
+    as_decoded = ((xy - centre).abs() / stride).median()
+    as_raw = (xy - 0.5).abs().median()
+    return bool(as_decoded < as_raw)

@@ -1,0 +1,53 @@
+"""The ONNX Runtime backend: an exported .onnx file on the CPU execution provider."""
+import os
+
+from .backend import InferenceBackend, import_runtime
+from .metadata import parse_metadata
+
+__all__ = ["OnnxRuntimeBackend", "static_dims"]
+
+
+def static_dims(shape, source, what):
+    """(batch or None when dynamic, H, W) of an NCHW input shape whose entries are ints, or names / None when free."""
+    if len(shape) != 4:
+        raise ValueError(f"{source}: the {what} input has shape {shape}; expected (batch, 3, height, width)")
+    batch, _, h, w = (d if isinstance(d, int) and d > 0 else None for d in shape)
+    if h is None or w is None:
+        raise ValueError(f"{source}: the {what} input has a free height or width {shape}; export it with a fixed "
+                         "size (tools/export_onnx.py uses the Exp's test_size)")
+    return batch, h, w
+
+
+class OnnxRuntimeBackend(InferenceBackend):
+    """Runs `path` (.onnx) with onnxruntime; threads > 0 sets its intra-op thread count (0: its default).
+
+    spin: let onnxruntime's idle threads spin after each run (its default). Off here: on a small CPU the spinning
+    threads take the cores from the postprocessing that follows in this process (10x slower on 2 cores), for a
+    forward pass that they make only slightly faster.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path, threads=0, spin=False):
+        path = os.fspath(path)
+        ort = import_runtime("onnxruntime", self.name, path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ONNX model {path} does not exist; export one with tools/export_onnx.py")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable files
+            raise ValueError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        batch, h, w = static_dims(list(inp.shape), path, f"'{inp.name}'")
+        decoded, strides = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        channels = out.shape[-1] if out.shape and isinstance(out.shape[-1], int) else None
+        super().__init__(path, (h, w), batch, decoded, strides, None if channels is None else channels - 5)
+        self.input_name, self.output_name = inp.name, out.name
+
+    def run(self, images):
+        return self.session.run([self.output_name], {self.input_name: images})[0]
