@@ -142,22 +142,25 @@ def test_prefetcher_copies_to_cuda():
     assert x.is_cuda and t.is_cuda and x.sum().item() == 6
 
 
+def _repeat_entries(root, copies):
+    """Rewrite the COCO json of make_coco(root, ...) so that each image (and its boxes) appears `copies` times."""
+    ann = root / "annotations" / "instances_train2017.json"
+    coco = json.loads(ann.read_text())
+    images, annotations = [], []
+    for _ in range(copies):
+        for im in coco["images"]:
+            new_id = len(images) + 1
+            images.append(dict(im, id=new_id))
+            annotations += [dict(a, id=len(annotations) + 1, image_id=new_id) for a in coco["annotations"]
+                            if a["image_id"] == im["id"]]
+    ann.write_text(json.dumps(dict(coco, images=images, annotations=annotations)))
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_worker_memory_stays_flat(tmp_path):
     """20 000 image entries (four real files): workers touching random entries must not copy the labels' pages."""
     make_coco(tmp_path, [(48, 64), (64, 48), (40, 40), (64, 64)], boxes_per_image=3)
-
-    ann = tmp_path / "annotations" / "instances_train2017.json"
-    coco = json.loads(ann.read_text())
-    images, annotations = [], []
-    for k in range(5000):
-        for im in coco["images"]:
-            new_id = len(images) + 1
-            images.append(dict(im, id=new_id))
-            for a in coco["annotations"]:
-                if a["image_id"] == im["id"]:
-                    annotations.append(dict(a, id=len(annotations) + 1, image_id=new_id))
-    ann.write_text(json.dumps(dict(coco, images=images, annotations=annotations)))
+    _repeat_entries(tmp_path, 5000)
     # Measured in a fresh process, as training runs: a fork of this pytest process would inherit its fragmented
     # heap, and workers reusing freed chunks of inherited pages copy them, which is noise and not what is tested.
     script = (
@@ -197,19 +200,11 @@ def test_bench_data_reports_the_decode_floor(capsys):
         assert r["of_decode_floor"] == r["one_process"] / printed["decode_floor_samples_per_s"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ram_cache_is_one_copy_shared_by_the_workers(tmp_path):
     """A 40 MiB RAM cache read by two workers: their private memory stays far below one copy of it."""
     make_coco(tmp_path, [(256, 256)] * 4, boxes_per_image=3)
-    ann = tmp_path / "annotations" / "instances_train2017.json"
-    coco = json.loads(ann.read_text())
-    images, annotations = [], []
-    for k in range(64):  # 256 images of 256x256x3 = 48 MiB cached
-        for im in coco["images"]:
-            new_id = len(images) + 1
-            images.append(dict(im, id=new_id))
-            annotations += [dict(a, id=len(annotations) + 1, image_id=new_id) for a in coco["annotations"]
-                            if a["image_id"] == im["id"]]
-    ann.write_text(json.dumps(dict(coco, images=images, annotations=annotations)))
+    _repeat_entries(tmp_path, 64)  # 256 images of 256x256x3 = 48 MiB cached
     script = (
         "import json, sys\n"
         "from yolox.data import COCODataset, MosaicDetection, TrainTransform\n"

@@ -15,26 +15,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout too
 
-from yolox.apps.cli import run_cli  # noqa: E402
+from yolox.apps.cli import model_sizes, run_cli  # noqa: E402
 from yolox.core.train_bench import (  # noqa: E402
     DEFAULT_MODELS, StepBenchConfig, format_profile, format_step_table, run_step_benchmark,
 )
 from yolox.models.simota import SIMOTA_MODES  # noqa: E402
 
 
-def _models(text):
-    out = []
-    for item in text.split(","):
-        name, _, size = item.partition(":")
-        if not size.isdigit():
-            raise argparse.ArgumentTypeError(f"{item!r}: expected name:size, e.g. yolox-nano:416")
-        out.append((name.strip(), int(size)))
-    return tuple(out)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=_models, default=DEFAULT_MODELS,
+    p.add_argument("--models", type=model_sizes, default=DEFAULT_MODELS,
                    help="comma-separated name:size (default yolox-nano:416,yolox-s:640)")
     p.add_argument("--modes", default=",".join(SIMOTA_MODES), help="SimOTA modes, comma-separated")
     p.add_argument("-b", "--batch-size", type=int, default=8)

@@ -32,6 +32,7 @@ from yolox.deploy import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, expo
 from yolox.utils import fuse_model, postprocess
 
 from .bench_weights import detector_like, forest_images
+from .cli import model_sizes
 from .export import export_onnx, prepare_for_export
 
 __all__ = ["InferBenchConfig", "run_infer_benchmark", "format_infer_table", "make_parser", "run_bench_infer_cli",
@@ -293,20 +294,10 @@ def format_infer_table(rows):
                                     "vs official"], tablefmt="github")
 
 
-def _models(text):
-    out = []
-    for item in text.split(","):
-        name, _, size = item.partition(":")
-        if not size.isdigit():
-            raise argparse.ArgumentTypeError(f"{item!r}: expected name:size, e.g. yolox-nano:416")
-        out.append((name.strip(), int(size)))
-    return tuple(out)
-
-
 def make_parser():
     p = argparse.ArgumentParser("YOLOX CPU inference benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=_models, default=DEFAULT_MODELS,
+    p.add_argument("--models", type=model_sizes, default=DEFAULT_MODELS,
                    help="comma-separated name:size (default yolox-nano:416,yolox-s:640)")
     p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
     p.add_argument("--impls", default=",".join(IMPLS), help=f"our implementations, from {', '.join(IMPLS)}")

@@ -1,4 +1,5 @@
 """Running a command line's main: user errors as one clear log line and exit status 2, bugs with a traceback."""
+import argparse
 import sys
 
 from loguru import logger
@@ -8,7 +9,8 @@ from yolox.core import NonFiniteLossError, TrainingInterrupted
 from yolox.data import CorruptImageError
 from yolox.utils import CheckpointError, MatplotlibMissing
 
-__all__ = ["USER_ERRORS", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "run_cli", "user_message", "apply_test_overrides"]
+__all__ = ["USER_ERRORS", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "run_cli", "user_message", "apply_test_overrides",
+           "model_sizes"]
 
 # Errors whose message already tells the user which file or value to fix.
 USER_ERRORS = (CheckpointError, FileNotFoundError, ValueError, NotImplementedError, CorruptImageError,
@@ -62,3 +64,14 @@ def apply_test_overrides(exp, args):
         exp.nmsthre = args.nms
     if args.tsize is not None:
         exp.test_size = (args.tsize, args.tsize)
+
+
+def model_sizes(text):
+    """argparse type of the benchmarks' --models: "yolox-nano:416,yolox-s:640" -> (("yolox-nano", 416), ...)."""
+    out = []
+    for item in text.split(","):
+        name, _, size = item.partition(":")
+        if not size.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r}: expected name:size, e.g. yolox-nano:416")
+        out.append((name.strip(), int(size)))
+    return tuple(out)
