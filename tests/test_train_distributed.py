@@ -37,7 +37,12 @@ def test_two_cpu_processes_train_with_gloo_ranks_differ_and_a_rerun_reproduces(t
         launch(record_first_batches, 2, backend="gloo", dist_url="auto", args=(exp, args, out))
         runs.append(_digests(out))
         folder = run_dir(out)
-        assert (folder / "latest_ckpt.pth").exists() and (folder / "best_ckpt.pth").exists()
+        assert (folder / "latest_ckpt.pth").exists() and (folder / "last_epoch_ckpt.pth").exists()
+        # best_ckpt.pth comes with an AP above the initial best of 0 (official rule); after these 6 iterations the
+        # AP is 0 to 1e-3 and was seen to differ between runs of this two-process training (cause not traced)
+        evaluation = [m for m in read_metrics(folder) if "AP50_95" in m]
+        assert len(evaluation) == 1
+        assert (folder / "best_ckpt.pth").exists() == (evaluation[0]["AP50_95"] > 0)
         log = (folder / "train_log.txt").read_text()
         lines = [m for m in read_metrics(folder) if "lr" in m]
         iters = load(folder / "latest_ckpt.pth")["iters_per_epoch"]
