@@ -52,6 +52,12 @@ def test_ema_matches_the_official_formula():
             for name, buf in model.named_buffers():
                 if buf.is_floating_point():
                     buf.add_(0.1)
+            if step == 2:
+                # .to() and reassignments replace buffers of both models: the update must follow the new tensors
+                bn = model.backbone.backbone.stem.conv.bn
+                bn.running_mean = bn.running_mean + 1.0
+                ema_bn = ema.ema.backbone.backbone.stem.conv.bn
+                ema_bn.running_var = ema_bn.running_var.clone()
         ema.update(model)
         d = 0.9998 * (1 - math.exp(-step / 2000))
         current = model.state_dict()
@@ -62,6 +68,8 @@ def test_ema_matches_the_official_formula():
         for k, v in reference.items():
             assert torch.allclose(state[k], v, atol=1e-6), k
     assert ema.updates == 3
+    with pytest.raises(ValueError, match="modules differ"):
+        ema.update(torch.nn.Linear(2, 2))
     assert not any(p.requires_grad for p in ema.ema.parameters()) and not ema.ema.training
     restored = ModelEMA(model, 0.9998)
     restored.load_state_dict(ema.state_dict())

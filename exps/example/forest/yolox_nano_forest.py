@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """YOLOX-Nano on the bundled tree-crown dataset (datasets/forest: 49 train / 7 val tiles of 400x400, one class).
 
-    python tools/train.py -f exps/example/forest/yolox_nano_forest.py -d 1 -b 8 --fp16 --cache
+    python tools/train.py -f exps/example/forest/yolox_nano_forest.py -d 1 -b 4 --cache
 """
 import os
 
@@ -30,23 +30,25 @@ class Exp(NanoExp):
         self.degrees = 10.0  # aerial views have no "up": rotations are harmless
         self.flip_prob = 0.5
 
-        # ~1000 boxes in 49 images trained from scratch: 7 iterations per epoch at batch 8, so many short epochs. lr
-        # per image 8x the official nano's (0.01 per 64 images), a long warm-up, and the last 60 epochs without mosaic.
-        self.max_epoch = 360
+        # ~1000 boxes in 49 images trained from scratch: 13 iterations per epoch at batch 4 (-b 4), so many short
+        # epochs, and at batch 4 twice the updates of batch 8 for the same images. lr 0.01 per batch of 4 (16x the
+        # official nano's 0.01 per 64 images), a long warm-up, and only the last 6 epochs without mosaic: longer
+        # plain phases raised AP50:95 but lowered AP50 on these tiles (the model starts to learn the 49 tiles by heart).
+        self.max_epoch = 420
         self.warmup_epochs = 20
-        self.no_aug_epochs = 60
-        self.basic_lr_per_img = 0.01 / 8.0
-        # The official EMA (0.9998, ramped over 2000 updates) would still be ramping up at the end of these 2520
-        # iterations and average only the last few; here it averages about the last 200.
+        self.no_aug_epochs = 6
+        self.basic_lr_per_img = 0.01 / 4.0
+        # The official EMA (0.9998, ramped over 2000 updates) would still be ramping up at the end of this run; here
+        # it averages about the last 200 iterations.
         self.ema_decay = 0.995
         self.ema_ramp_updates = 200
-        self.print_interval = 7
+        self.print_interval = 13  # one log line per epoch
         self.eval_interval = 25
         self.save_history_ckpt = False
         # With --cache the images are decoded once; on a 2-core CPU a data worker would take a core from the model.
         self.data_num_workers = 0
         self.test_conf = 0.001
-        self.nmsthre = 0.55  # crowns touch and overlap: between COCO's 0.65 and 0.45, which removes true neighbours
+        self.nmsthre = 0.5  # crowns touch and overlap: below COCO's 0.65, above 0.45, which removes true neighbours
 
     def get_dataset(self, cache: bool = False, cache_type: str = "ram"):
         from yolox.data import COCODataset, TrainTransform
