@@ -72,11 +72,12 @@ def test_overfits_one_image_with_each_simota_mode(tmp_path, one_image):
 
 
 def test_a_short_run_of_the_forest_pipeline_raises_its_ap(tmp_path):
+    # the forest recipe (batch 4, its lr and EMA) on a short schedule at 192 px: 468 iterations. At batch 8 and half
+    # the lr per image the final AP50 was 0.024 on an AVX2 machine, under the bar; this way it is 0.10-0.15 (seeds 3, 4).
     opts = tiny_opts(tmp_path, input_size="192,192", test_size="192,192", random_size="5,7", max_epoch=36,
-                     warmup_epochs=3, no_aug_epochs=6, eval_interval=6, basic_lr_per_img=0.00125, print_interval=7,
-                     test_conf=0.01, save_history_ckpt=False, data_num_workers=1,
-                     ema_decay=0.9998, ema_ramp_updates=2000)  # the official EMA: in 250 iterations it follows closely
-    trainer = run_train_cli(["-f", FOREST_EXP, "-d", "1", "-b", "8", *opts])
+                     warmup_epochs=3, no_aug_epochs=6, eval_interval=6, print_interval=7,
+                     test_conf=0.01, save_history_ckpt=False, data_num_workers=1)
+    trainer = run_train_cli(["-f", FOREST_EXP, "-d", "1", "-b", "4", *opts])
     folder = run_dir(tmp_path)
     evals = [m for m in read_metrics(folder) if "AP50" in m]
     log = (folder / "train_log.txt").read_text()
