@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from test_data_helpers import FOREST, make_coco
+from yolox.utils.heap import TRIM_THRESHOLD
 from yolox.data import (
     COCODataset,
     DataLoader,
@@ -218,7 +219,52 @@ def test_ram_cache_is_one_copy_shared_by_the_workers(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     cache_mib, *rows = json.loads(out.stdout.strip().splitlines()[-1])
     assert cache_mib > 40
-    # every cached image was read (4 tiles + MixUp per sample, 512 samples), yet the two workers together own less
-    # than half a copy (their own heaps: ~18 MiB here; a copy each would be 2 x 48 MiB), and it does not grow
-    assert rows[-1][3] < 0.5 * cache_mib, (cache_mib, rows)
+    # every cached image was read (4 tiles + MixUp per sample, 512 samples), yet the two workers own less than
+    # half a copy beyond their own heaps (~18 MiB here, plus at most TRIM_THRESHOLD each of free heap that
+    # yolox.utils.heap keeps for the next batch; a copy each would be 2 x 48 MiB), and it does not grow
+    own_heaps = 18 + 2 * TRIM_THRESHOLD / 2**20
+    assert rows[-1][3] < own_heaps + 0.5 * cache_mib, (cache_mib, rows)
     assert rows[-1][3] - rows[0][3] < 4, rows
+
+
+_FAULTS_SCRIPT = """
+import importlib.util, resource, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("heap", sys.argv[1])  # the module alone, without importing torch
+heap = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(heap)
+keep_image_buffers_in_heap = heap.keep_image_buffers_in_heap
+applied = keep_image_buffers_in_heap()
+start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):  # 10 batches of 8 samples, as a DataLoader worker builds them at 640
+    batch = []
+    for _ in range(8):  # a sample: 5 decoded tiles, 3 uint8 images at 640, and the float image it returns
+        tmp = [np.ones((400, 400, 3), np.uint8) for _ in range(5)] + [np.ones((640, 640, 3), np.uint8) for _ in range(3)]
+        batch.append(np.ones((3, 640, 640), np.float32))
+        del tmp
+    del batch
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_image_buffers_are_reused_from_the_heap_not_faulted_in_again():
+    """keep_image_buffers_in_heap: batches of image-sized arrays reuse the first batch's pages instead of being
+    mapped and faulted in again; YOLOX_MALLOC_TUNING=0 keeps glibc's defaults."""
+    import os
+
+    from yolox.utils import heap
+
+    def faults(tuning):
+        env = dict(os.environ, YOLOX_MALLOC_TUNING=tuning)
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, heap.__file__], capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        applied, count = out.stdout.split()
+        return applied == "True", int(count)
+
+    (on, tuned), (off, default) = faults("1"), faults("0")
+    assert on and not off
+    batch_pages = 8 * 640 * 640 * 3 * 4 // 4096  # the float images of one batch
+    assert default > 4 * batch_pages, (default, batch_pages)  # glibc maps and faults them in again and again
+    assert tuned < 2 * batch_pages, (tuned, batch_pages)  # the first batch's pages, then reused

@@ -9,6 +9,7 @@ import pytest
 from test_data_helpers import FOREST, make_coco
 from yolox.data import COCODataset, DirectMosaicDetection, MosaicDetection, TrainTransform, ValTransform
 from yolox.data.data_augment import augment_hsv, get_affine_matrix, preproc
+from yolox.data.transform_reference import DirectTrainTransform, _augment_hsv_int16
 
 MOSAIC_KW = dict(degrees=10.0, translate=0.1, mosaic_scale=(0.1, 2), mixup_scale=(0.5, 1.5), shear=2.0,
                  enable_mixup=True, mosaic_prob=1.0, mixup_prob=1.0)
@@ -137,26 +138,40 @@ def test_affine_matrix_follows_official_draw_order():
     assert scale == s
 
 
-def _official_augment_hsv(img, hgain=5, sgain=30, vgain=30):
-    hsv_augs = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain]
-    hsv_augs *= np.random.randint(0, 2, 3)
-    hsv_augs = hsv_augs.astype(np.int16)
-    img_hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
-    img_hsv[..., 0] = (img_hsv[..., 0] + hsv_augs[0]) % 180
-    img_hsv[..., 1] = np.clip(img_hsv[..., 1] + hsv_augs[1], 0, 255)
-    img_hsv[..., 2] = np.clip(img_hsv[..., 2] + hsv_augs[2], 0, 255)
-    cv2.cvtColor(img_hsv.astype(img.dtype), cv2.COLOR_HSV2BGR, dst=img)
-
-
 def test_hsv_lookup_table_equals_official_int16_arithmetic():
     base = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    for seed in range(10):
+    for seed in range(24):  # every combination of kept and zeroed gains shows up
         a, b = base.copy(), base.copy()
         np.random.seed(seed)
         augment_hsv(a)
         np.random.seed(seed)
-        _official_augment_hsv(b)
+        _augment_hsv_int16(b)
         assert np.array_equal(a, b)
+
+
+def test_train_transform_equals_the_official_algorithm(forest416):
+    """Mosaic images through TrainTransform and DirectTrainTransform (the official as written), same draws: the
+    same float image, bit for bit, and the same labels; the caller's image is left as it was."""
+    mosaic = MosaicDetection(forest416, (416, 416), preproc=None, **MOSAIC_KW)
+    fast, direct = TrainTransform(max_labels=120), DirectTrainTransform(max_labels=120)
+    for seed in range(8):
+        random.seed(seed)
+        np.random.seed(seed)
+        img, labels = mosaic[(True, seed)][:2]
+        img_before = img.copy()
+        state = random.getstate(), np.random.get_state()
+        a, la = fast(img, labels.copy(), (416, 416))
+        assert np.array_equal(img, img_before)
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        b, lb = direct(img.copy(), labels.copy(), (416, 416))
+        assert a.dtype == b.dtype == np.float32 and a.flags.c_contiguous
+        assert np.array_equal(a, b), seed
+        np.testing.assert_allclose(la, lb, rtol=0, atol=1e-4)
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        c, lc = TrainTransform(max_labels=120, image_dtype=np.uint8)(img, labels.copy(), (416, 416))
+        assert c.dtype == np.uint8 and np.array_equal(c, a) and np.array_equal(lc, la)  # the same values
 
 
 def test_train_transform_boxes_flip_degenerate_and_padding():

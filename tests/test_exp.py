@@ -317,6 +317,9 @@ def test_data_and_evaluator_factories_on_tiny_coco(tmp_path):
 
     imgs, targets = next(iter(exp.get_data_loader(batch_size=2, is_distributed=False)))[:2]
     assert imgs.shape == (2, 3, 128, 128) and targets.shape == (2, 120, 5)  # MosaicDetection pads to 120 labels
+    assert imgs.dtype == torch.uint8 and targets.dtype == torch.float32  # train_image_dtype; the trainer casts
+    exp.train_image_dtype, exp.dataset = "float32", None  # the official batches (from a new dataset)
+    assert next(iter(exp.get_data_loader(batch_size=2, is_distributed=False)))[0].dtype == torch.float32
     assert (targets.sum(-1) > 0).any()
 
     evaluator = exp.get_evaluator(batch_size=2, is_distributed=False)

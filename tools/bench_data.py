@@ -28,6 +28,7 @@ from yolox.data.bench import (
     memory_over_samples,
     samples_per_second,
 )
+from yolox.utils.heap import keep_image_buffers_in_heap
 
 
 def parse_args(argv=None):
@@ -42,6 +43,10 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-cache", action="store_true", help="decode images from disk instead of the RAM cache")
     p.add_argument("--with-transform", action="store_true", help="also time Mosaic+MixUp followed by TrainTransform")
+    p.add_argument("--cv2-threads", type=int, default=1,
+                   help="OpenCV threads in this process (default 1: one core per process, as in the workers)")
+    p.add_argument("--no-heap-tuning", action="store_true",
+                   help="keep glibc's malloc defaults, in this process and the workers (YOLOX_MALLOC_TUNING=0)")
     p.add_argument("--rss", action="store_true", help="record process memory over --samples-rss samples with workers")
     p.add_argument("--samples-rss", type=int, default=2000)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -56,22 +61,27 @@ def main(argv=None):
     rows, result = [], {"input_size": size, "cv2_threads": cv2.getNumThreads(), "throughput": []}
     worker_counts = [int(n) for n in str(args.workers).split(",") if n.strip() and int(n) > 0]
 
-    stages = [("mosaic+mixup", None)]
-    if args.with_transform:
-        stages.append(("mosaic+mixup+TrainTransform", default_train_transform()))
+    cv2.setNumThreads(args.cv2_threads)
+    if args.no_heap_tuning:
+        os.environ["YOLOX_MALLOC_TUNING"] = "0"  # read by this process and by the workers
+    # as in the trainer's data processes (yolox.utils.heap)
+    result["heap_tuning"] = keep_image_buffers_in_heap()
+    stages = [("mosaic+mixup", lambda impl: None)]
+    if args.with_transform:  # each side with its own TrainTransform: the official algorithm beside the trainer's
+        stages.append(("mosaic+mixup+TrainTransform", default_train_transform))
     floor = None
     if args.no_cache:  # the decode floor: samples/s if a sample cost nothing but its JPEG decodes
         decode_s = [decode_seconds(dataset, args.samples)]
     for stage, preproc in stages:
-        single = {impl: samples_per_second(make_mosaic(dataset, impl, size, preproc), args.samples)
+        single = {impl: samples_per_second(make_mosaic(dataset, impl, size, preproc(impl)), args.samples)
                   for impl in ("direct", "fast")}
         if args.no_cache:  # decodes timed before and after the pipelines: the same machine state on average
             decode_s.append(decode_seconds(dataset, args.samples, seed=len(decode_s)))
             floor = 1.0 / (DECODES_PER_SAMPLE * float(np.mean(decode_s)))
             result["decode_ms_per_image"] = 1000 * float(np.mean(decode_s))
             result["decode_floor_samples_per_s"] = floor
-        workers = {n: {impl: loader_samples_per_second(make_mosaic(dataset, impl, size, preproc), n, args.samples,
-                                                      args.batch_size)
+        workers = {n: {impl: loader_samples_per_second(make_mosaic(dataset, impl, size, preproc(impl)), n,
+                                                      args.samples, args.batch_size)
                        for impl in ("direct", "fast")}
                    for n in worker_counts}
         for impl in ("direct", "fast"):
@@ -106,7 +116,8 @@ def main(argv=None):
     for n in worker_counts:
         headers += [f"samples/s ({n} worker{'s' if n > 1 else ''})", "vs direct"]
     logger.info(f"input {size}, cv2 threads {cv2.getNumThreads()}, {args.samples} samples per measurement, "
-                f"{'images decoded from the files' if args.no_cache else 'RAM cache'}")
+                f"{'images decoded from the files' if args.no_cache else 'RAM cache'}, "
+                f"image buffers {'kept in the heap' if result['heap_tuning'] else 'with glibc malloc defaults'}")
     if floor is not None:
         logger.info(f"decode: {result['decode_ms_per_image']:.2f} ms per image, {DECODES_PER_SAMPLE} per sample: "
                     f"floor {floor:.1f} samples/s in one process")

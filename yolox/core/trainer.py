@@ -50,6 +50,7 @@ from yolox.utils import (
     state_dict_from_checkpoint,
     synchronize,
 )
+from yolox.utils.heap import keep_image_buffers_in_heap
 
 from .stage_profile import NullClock, StageClock, profile_table, stage_hooks
 from .step import LOSS_KEYS, NonFiniteLossError, TrainStep
@@ -228,6 +229,8 @@ class Trainer:
             no_aug=self.no_aug,
             cache_img=getattr(self.args, "cache", None),
         )
+        if getattr(self.train_loader, "num_workers", 0) == 0:
+            keep_image_buffers_in_heap()  # this process builds the samples itself (see yolox.utils.heap)
         self.max_iter = len(self.train_loader)
         self._check_class_count()
         self._align_resume_with_loader(ckpt)

@@ -5,11 +5,13 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from .data_augment import TrainTransform
 from .dataloading import DataLoader, worker_init_reset_seed
 from .datasets import DirectMosaicDetection, MosaicDetection
 from .samplers import InfiniteSampler, YoloBatchSampler
+from .transform_reference import DirectTrainTransform
 
 __all__ = ["IMPLEMENTATIONS", "make_mosaic", "samples_per_second", "loader_samples_per_second", "memory_over_samples",
            "decode_seconds", "DECODES_PER_SAMPLE"]
@@ -60,9 +62,9 @@ def decode_seconds(dataset, num_images=200, seed=0):
 
 
 def _collate_images(batch):
-    """Stack the images into one tensor; labels (ragged without TrainTransform) stay a list."""
-    imgs = np.stack([np.ascontiguousarray(b[0]) for b in batch])
-    return torch.from_numpy(imgs), [b[1] for b in batch]
+    """The images stacked as the trainer's loader does (default_collate: in a worker, straight into the shared
+    memory that carries the batch to the main process); labels (ragged without TrainTransform) stay a list."""
+    return default_collate([np.ascontiguousarray(b[0]) for b in batch]), [b[1] for b in batch]
 
 
 def _loader(mosaic_dataset, num_workers, batch_size, seed=0):
@@ -149,5 +151,9 @@ def memory_over_samples(mosaic_dataset, num_workers=2, num_samples=2000, batch_s
     return rows
 
 
-def default_train_transform():
-    return TrainTransform(max_labels=120, flip_prob=0.5, hsv_prob=1.0)
+def default_train_transform(impl="fast"):
+    """The trainer's TrainTransform (impl "fast", uint8 images as the Exp's train_image_dtype) or the official
+    algorithm as written (impl "direct", float32 images)."""
+    if impl == "direct":
+        return DirectTrainTransform(max_labels=120, flip_prob=0.5, hsv_prob=1.0)
+    return TrainTransform(max_labels=120, flip_prob=0.5, hsv_prob=1.0, image_dtype=np.uint8)

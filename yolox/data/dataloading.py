@@ -9,6 +9,7 @@ from torch.utils.data.dataloader import DataLoader as torchDataLoader
 from torch.utils.data.dataloader import default_collate
 
 from yolox.utils import get_rank, mix_seed
+from yolox.utils.heap import keep_image_buffers_in_heap
 
 from .samplers import YoloBatchSampler
 
@@ -46,6 +47,8 @@ def worker_init_reset_seed(worker_id):
     # Objects inherited from the parent are never collected here; freezing them keeps the collector from
     # writing into their pages, which would copy those pages into this worker one by one (memory growth).
     gc.freeze()
+    # the sample's image arrays are reused from the heap instead of being mapped and faulted in afresh
+    keep_image_buffers_in_heap()
 
 
 class DataLoader(torchDataLoader):

@@ -58,36 +58,44 @@ def warp_mosaic_tiles(out, tiles, M):
     """Draw the mosaic of `tiles` warped by M into `out` (H, W, 3) uint8, which holds 114 where nothing is drawn.
 
     tiles: [(image (h0, w0, 3) uint8, resized (h, w), large rect, small rect)] in the official order.
-    Each tile's crop gets a 1-pixel replicated border, so the half-pixel strips at tile edges, where the official
-    blends neighbouring canvas pixels, are drawn too (no gray seams); later tiles overwrite, like later pastes.
+    Each tile's source crop is warped into the output box it can reach (bilinear) and copied through a mask of
+    its outline grown by one source pixel, so the half-pixel strips at tile edges, where the official blends
+    neighbouring canvas pixels, are drawn too (no gray seams); later tiles overwrite, like later pastes. (A masked
+    copy rather than warpAffine's BORDER_TRANSPARENT, which leaves outside pixels alone but costs twice as much
+    per pixel.)
     """
     dsize = (out.shape[1], out.shape[0])
     for img, resized_hw, large, small in tiles:
         x0, y0, x1, y1 = _source_crop(small, img.shape[:2], resized_hw)
         if x1 <= x0 or y1 <= y0:
             continue
-        crop = cv2.copyMakeBorder(img[y0:y1, x0:x1], 1, 1, 1, 1, cv2.BORDER_REPLICATE)
-        A = mosaic_tile_matrix(M, img.shape[:2], resized_hw, large, small, (x0 - 1, y0 - 1))
-        # warpAffine visits every destination pixel: give it only the tile's bounding box in the output
-        ox0, oy0, ox1, oy1 = _output_bbox(A, crop.shape[1], crop.shape[0], dsize)
+        A = mosaic_tile_matrix(M, img.shape[:2], resized_hw, large, small, (x0, y0))  # crop pixels -> output
+        # The drawn outline is the crop grown by one pixel (centres -1 .. w, -1 .. h of the crop); the mask's
+        # rasterisation may take output pixels up to one pixel further, so the crop gets a replicated border wide
+        # enough that every masked pixel samples the tile itself, never warpAffine's constant border.
+        out_px = 1.0 / max(np.linalg.svd(A[:, :2], compute_uv=False).min(), 1e-6)  # source pixels per output pixel
+        pad = 2 + int(np.ceil(out_px))
+        crop = cv2.copyMakeBorder(img[y0:y1, x0:x1], pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        A[:, 2] += A[:, :2] @ (-pad, -pad)  # padded crop pixels -> output
+        w, h = x1 - x0, y1 - y0
+        lo, hix, hiy = pad - 1.0, pad + w, pad + h
+        outline = np.array([[lo, lo, 1.0], [hix, lo, 1.0], [hix, hiy, 1.0], [lo, hiy, 1.0]]) @ A.T  # (4, 2)
+        ox0, oy0, ox1, oy1 = _points_bbox(outline, dsize)
         if ox1 <= ox0 or oy1 <= oy0:
             continue
         A[:, 2] -= (ox0, oy0)
-        cv2.warpAffine(
-            crop,
-            A,
-            (ox1 - ox0, oy1 - oy0),
-            dst=out[oy0:oy1, ox0:ox1],
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_TRANSPARENT,
-        )
+        box_wh = (ox1 - ox0, oy1 - oy0)
+        warped = cv2.warpAffine(crop, A, box_wh, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        mask = np.zeros((box_wh[1], box_wh[0]), dtype=np.uint8)
+        # outline in 1/16 pixel units, relative to the box
+        poly = np.round((outline - (ox0, oy0)) * 16).astype(np.int32)
+        cv2.fillConvexPoly(mask, poly, 255, lineType=cv2.LINE_8, shift=4)
+        cv2.copyTo(warped, mask, dst=out[oy0:oy1, ox0:ox1])
     return out
 
 
-def _output_bbox(A, w, h, dsize):
-    """Integer (x0, y0, x1, y1) of the output pixels that a w x h source warped by A can touch, inside dsize."""
-    corners = np.array([[-0.5, -0.5, 1.0], [w - 0.5, -0.5, 1.0], [-0.5, h - 0.5, 1.0], [w - 0.5, h - 0.5, 1.0]])
-    pts = corners @ A.T  # (4, 2) output positions of the source's outer pixel edges
+def _points_bbox(pts, dsize):
+    """Integer (x0, y0, x1, y1) of the output pixels around points pts (N, 2), inside dsize (w, h)."""
     x0 = max(int(np.floor(pts[:, 0].min())), 0)
     y0 = max(int(np.floor(pts[:, 1].min())), 0)
     x1 = min(int(np.ceil(pts[:, 0].max())) + 1, dsize[0])

@@ -72,6 +72,10 @@ class Exp(BaseExp):
         # set worker to 4 for shorter dataloader init time
         # If your training process cost many memory, reduce this value.
         self.data_num_workers = 4
+        # dtype of the training images in the loader's batches (this project): "uint8" carries the same 0-255
+        # values as the official "float32" in a quarter of the bytes that workers copy to the main process (1.3x
+        # the samples/s with workers at 640); the trainer casts the batch to its float type on the device
+        self.train_image_dtype = "uint8"
         self.input_size = (640, 640)  # (height, width)
         # Actual multiscale ranges: [640 - 5 * 32, 640 + 5 * 32].
         # To disable multiscale training, set the value to 0.
@@ -239,7 +243,8 @@ class Exp(BaseExp):
             dataset=self.dataset,
             mosaic=not no_aug,
             img_size=self.input_size,
-            preproc=TrainTransform(max_labels=120, flip_prob=self.flip_prob, hsv_prob=self.hsv_prob),
+            preproc=TrainTransform(max_labels=120, flip_prob=self.flip_prob, hsv_prob=self.hsv_prob,
+                                   image_dtype=self.train_image_dtype),
             degrees=self.degrees,
             translate=self.translate,
             mosaic_scale=self.mosaic_scale,
