@@ -127,7 +127,8 @@ def _mirror(image, boxes, prob=0.5):
     """Horizontal flip with probability prob (one random.random() draw); boxes (N, 4) xyxy changed in place."""
     _, width, _ = image.shape
     if random.random() < prob:
-        image = cv2.flip(image, 1) if image.dtype == np.uint8 else image[:, ::-1]  # a new contiguous array
+        # a new contiguous array (cv2.flip), or the official view for other dtypes
+        image = cv2.flip(np.ascontiguousarray(image), 1) if image.dtype == np.uint8 else image[:, ::-1]
         boxes[:, 0::2] = width - boxes[:, 2::-2]
     return image, boxes
 
