@@ -268,3 +268,11 @@ def test_image_buffers_are_reused_from_the_heap_not_faulted_in_again():
     batch_pages = 8 * 640 * 640 * 3 * 4 // 4096  # the float images of one batch
     assert default > 4 * batch_pages, (default, batch_pages)  # glibc maps and faults them in again and again
     assert tuned < 2 * batch_pages, (tuned, batch_pages)  # the first batch's pages, then reused
+
+
+def test_bench_data_official_needs_a_release_folder(tmp_path):
+    """--official names the folder when it holds no release."""
+    from yolox.data.bench_official import official_samples_per_second
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        official_samples_per_second(str(tmp_path), str(FOREST), "train.json", "train", (64, 64), 2, cache=False)

@@ -6,6 +6,7 @@ in one process and through a DataLoader with N workers; `--rss` adds process mem
     python tools/bench_data.py --workers 1,2 --json   # machine-readable
     python tools/bench_data.py --rss --samples-rss 2000
     python tools/bench_data.py --no-cache --with-transform   # JPEGs decoded per sample, against the decode floor
+    python tools/bench_data.py --with-transform --official /src/yolox-0.3.0:/src/deps   # and the release itself
 """
 import argparse
 import contextlib
@@ -28,6 +29,7 @@ from yolox.data.bench import (
     memory_over_samples,
     samples_per_second,
 )
+from yolox.data.bench_official import official_samples_per_second
 from yolox.utils.heap import keep_image_buffers_in_heap
 
 
@@ -43,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-cache", action="store_true", help="decode images from disk instead of the RAM cache")
     p.add_argument("--with-transform", action="store_true", help="also time Mosaic+MixUp followed by TrainTransform")
+    p.add_argument("--official", default=None,
+                   help="folder of an unpacked official release[:folder of its dependency thop]: also time the "
+                        "release's own pipeline in one process")
     p.add_argument("--cv2-threads", type=int, default=1,
                    help="OpenCV threads in this process (default 1: one core per process, as in the workers)")
     p.add_argument("--no-heap-tuning", action="store_true",
@@ -69,6 +74,12 @@ def main(argv=None):
     stages = [("mosaic+mixup", lambda impl: None)]
     if args.with_transform:  # each side with its own TrainTransform: the official algorithm beside the trainer's
         stages.append(("mosaic+mixup+TrainTransform", default_train_transform))
+    official = None
+    if args.official:  # the release's own pipeline, in a subprocess with glibc's defaults
+        official = official_samples_per_second(args.official, args.data_dir, args.ann, args.name, size,
+                                               args.samples, cache=not args.no_cache,
+                                               with_transform=args.with_transform)
+        result["official_release_one_process"] = official
     floor = None
     if args.no_cache:  # the decode floor: samples/s if a sample cost nothing but its JPEG decodes
         decode_s = [decode_seconds(dataset, args.samples)]
@@ -84,17 +95,27 @@ def main(argv=None):
                                                       args.samples, args.batch_size)
                        for impl in ("direct", "fast")}
                    for n in worker_counts}
-        for impl in ("direct", "fast"):
+        impls = ("direct", "fast")
+        if official is not None:
+            single["official release"] = official[stage]
+            impls = ("official release",) + impls
+        for impl in impls:
             entry = {"stage": stage, "impl": impl, "one_process": single[impl],
                      "speedup_one_process": single[impl] / single["direct"]}
             row = [stage, impl, f"{single[impl]:.1f}", f"{single[impl] / single['direct']:.2f}x"]
+            if official is not None:
+                entry["vs_official_release"] = single[impl] / official[stage]
+                row.append(f"{single[impl] / official[stage]:.2f}x")
             if floor is not None:
                 entry["of_decode_floor"] = single[impl] / floor
                 row.append(f"{single[impl] / floor:.2f}")
             entry["with_workers"] = {}
             for n, by_impl in workers.items():
-                entry["with_workers"][n] = by_impl[impl]
-                row += [f"{by_impl[impl]:.1f}", f"{by_impl[impl] / by_impl['direct']:.2f}x"]
+                if impl in by_impl:
+                    entry["with_workers"][n] = by_impl[impl]
+                    row += [f"{by_impl[impl]:.1f}", f"{by_impl[impl] / by_impl['direct']:.2f}x"]
+                else:
+                    row += ["-", "-"]
             result["throughput"].append(entry)
             rows.append(row)
 
@@ -111,6 +132,8 @@ def main(argv=None):
         print(json.dumps(result, indent=1))
         return result
     headers = ["stage", "impl", "samples/s (1 process)", "vs direct"]
+    if official is not None:
+        headers.append("vs official release")
     if floor is not None:
         headers.append("of decode floor")
     for n in worker_counts:
