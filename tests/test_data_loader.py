@@ -276,3 +276,17 @@ def test_bench_data_official_needs_a_release_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         official_samples_per_second(str(tmp_path), str(FOREST), "train.json", "train", (64, 64), 2, cache=False)
+
+
+def test_official_release_env_puts_the_release_first(tmp_path):
+    """The benchmarks' subprocesses import yolox from the release folder, then its dependency folders."""
+    from yolox.utils.official_release import check_official_package, official_release_env
+
+    (tmp_path / "rel" / "yolox").mkdir(parents=True)
+    (tmp_path / "rel" / "yolox" / "__init__.py").write_text("")
+    folder, env = official_release_env(f"{tmp_path / 'rel'}:{tmp_path / 'deps'}")
+    assert folder == str(tmp_path / "rel")
+    assert env["PYTHONPATH"].split(":")[:2] == [str(tmp_path / "rel"), str(tmp_path / "deps")]
+    check_official_package(str(tmp_path / "rel" / "yolox" / "__init__.py"), folder)
+    with pytest.raises(RuntimeError, match="not the release"):
+        check_official_package("/elsewhere/yolox/__init__.py", folder)

@@ -30,6 +30,7 @@ from loguru import logger
 
 from yolox.deploy import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, export_openvino
 from yolox.utils import fuse_model, postprocess
+from yolox.utils.official_release import check_official_package, official_release_env
 
 from .bench_weights import detector_like, forest_images
 from .cli import model_sizes
@@ -139,6 +140,7 @@ if threads > 0:
 import yolox
 from yolox.exp import get_exp
 from yolox.utils import fuse_model, postprocess
+from yolox.utils.official_release import check_official_package, official_release_env
 images = torch.load(images_file)
 exp = get_exp(None, exp_name)
 model = exp.get_model()
@@ -173,16 +175,11 @@ def time_official(official, exp_name, model, images, batches, config):
 
     official: its source folder, optionally followed (os.pathsep-separated) by folders of its dependencies (thop).
     """
-    paths = [os.path.abspath(p) for p in str(official).split(os.pathsep) if p]
-    official_dir = paths[0]
-    if not os.path.isfile(os.path.join(official_dir, "yolox", "__init__.py")):
-        raise FileNotFoundError(f"--official {official_dir}: no yolox/__init__.py there; give the folder of an "
-                                "unpacked official release (it holds yolox/, exps/ and tools/)")
+    official_dir, env = official_release_env(official)
     with tempfile.TemporaryDirectory() as tmp:
         weights, images_file, out_file = (os.path.join(tmp, n) for n in ("w.pth", "x.pt", "out.json"))
         torch.save(model.state_dict(), weights)
         torch.save(images, images_file)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]))
         argv = [exp_name, weights, images_file, out_file, ",".join(map(str, batches)), str(config.repeats),
                 str(config.warmup), str(config.conf), str(config.nms), str(config.threads)]
         proc = subprocess.run([sys.executable, "-c", _OFFICIAL_SCRIPT, *argv], cwd=tmp, env=env,
@@ -191,8 +188,7 @@ def time_official(official, exp_name, model, images, batches, config):
             raise RuntimeError(f"the official inference failed in {official_dir}:\n{proc.stderr[-3000:]}")
         with open(out_file) as f:
             result = json.load(f)
-    if not os.path.abspath(result["package"]).startswith(official_dir):
-        raise RuntimeError(f"the subprocess imported {result['package']}, not the release in {official_dir}")
+    check_official_package(result["package"], official_dir)
     dets = {int(b): [None if d is None else torch.tensor(d) for d in v] for b, v in result["detections"].items()}
     return result["rows"], dets
 

@@ -14,12 +14,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 from yolox.models.simota import SIMOTA_MODES
 from yolox.utils import ModelEMA
+from yolox.utils.official_release import check_official_package, official_release_env
 
 from .stage_profile import StageClock, profile_table, stage_hooks
 from .step import TrainStep
@@ -137,16 +138,10 @@ def time_official_step(official, exp_name, imgs, targets, steps=10, warmup=3, th
     official: the release's source folder, optionally followed (os.pathsep-separated) by folders holding its extra
     dependencies (thop), e.g. "/src/YOLOX:/src/official_deps".
     """
-    paths = [os.path.abspath(p) for p in str(official).split(os.pathsep) if p]
-    official_dir = paths[0]
-    package = os.path.join(official_dir, "yolox", "__init__.py")
-    if not os.path.isfile(package):
-        raise FileNotFoundError(f"--official {official_dir}: no yolox/__init__.py there; give the folder of an "
-                                "unpacked official release (it holds yolox/, exps/ and tools/)")
+    official_dir, env = official_release_env(official)
     with tempfile.TemporaryDirectory() as tmp:
         batch_file = os.path.join(tmp, "batch.pt")
         torch.save((imgs, targets), batch_file)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]))
         proc = subprocess.run(
             [sys.executable, "-c", _OFFICIAL_SCRIPT, exp_name, batch_file, str(steps), str(warmup), str(LR),
              str(threads)],
@@ -155,8 +150,7 @@ def time_official_step(official, exp_name, imgs, targets, steps=10, warmup=3, th
     if proc.returncode != 0:
         raise RuntimeError(f"the official step failed in {official_dir}:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not os.path.abspath(result["package"]).startswith(os.path.abspath(official_dir)):
-        raise RuntimeError(f"the subprocess imported {result['package']}, not the release in {official_dir}")
+    check_official_package(result["package"], official_dir)
     return result["times"]
 
 

@@ -3,8 +3,7 @@
 tools/bench_data.py --official puts it beside the fast pipeline and the direct implementation. The subprocess runs
 the release as it runs for its users: its COCODataset (cached or decoding the files), MosaicDetection and
 TrainTransform with the yolox_s settings, glibc's malloc defaults and one OpenCV thread. Nothing of the release is
-copied here; the caller gives the folder of an unpacked release (e.g. `pip download yolox==0.3.0 --no-deps
---no-binary :all:`, then untar it).
+copied here (see yolox.utils.official_release).
 """
 import json
 import os
@@ -12,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+from yolox.utils.official_release import check_official_package, official_release_env
 
 __all__ = ["official_samples_per_second"]
 
@@ -60,11 +61,8 @@ def official_samples_per_second(official, data_dir, ann, name, size, samples, ca
     folders holding its extra dependencies (thop). The release writes its image cache into the data folder, so with
     cache=True the data is copied to a temporary folder first.
     """
-    paths = [os.path.abspath(p) for p in str(official).split(os.pathsep) if p]
-    official = paths[0]
-    if not os.path.isfile(os.path.join(official, "yolox", "__init__.py")):
-        raise FileNotFoundError(f"--official {official}: no yolox/__init__.py there; give the folder of an unpacked "
-                                "official release (it holds yolox/, exps/ and tools/)")
+    official_dir, env = official_release_env(official)
+    env["YOLOX_MALLOC_TUNING"] = "0"  # not read by the release; said for clarity: glibc's defaults
     with tempfile.TemporaryDirectory() as tmp:
         if cache:
             copy = os.path.join(tmp, "data")
@@ -74,13 +72,10 @@ def official_samples_per_second(official, data_dir, ann, name, size, samples, ca
             data_dir = copy
         args = dict(data_dir=os.path.abspath(data_dir), ann=ann, name=name, size=list(size), samples=samples,
                     cache=bool(cache), with_transform=with_transform)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), YOLOX_MALLOC_TUNING="0")
         proc = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(args)], capture_output=True, text=True,
                               env=env, cwd=tmp, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"the official pipeline failed in {official}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"the official pipeline failed in {official_dir}:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    package = result.pop("package")
-    if not os.path.abspath(package).startswith(official):
-        raise RuntimeError(f"the subprocess imported {package}, not the release in {official}")
+    check_official_package(result.pop("package"), official_dir)
     return result
