@@ -45,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-cache", action="store_true", help="decode images from disk instead of the RAM cache")
     p.add_argument("--with-transform", action="store_true", help="also time Mosaic+MixUp followed by TrainTransform")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="one-process measurements repeated, alternating the implementations; medians reported")
     p.add_argument("--official", default=None,
                    help="folder of an unpacked official release[:folder of its dependency thop]: also time the "
                         "release's own pipeline in one process")
@@ -74,23 +76,33 @@ def main(argv=None):
     stages = [("mosaic+mixup", lambda impl: None)]
     if args.with_transform:  # each side with its own TrainTransform: the official algorithm beside the trainer's
         stages.append(("mosaic+mixup+TrainTransform", default_train_transform))
+    # one-process figures: rounds alternate the release, direct and fast, each side keeps its median round
+    official_rounds, decode_s = [], []
+    singles = {stage: {"direct": [], "fast": []} for stage, _ in stages}
+    for r in range(args.rounds):
+        if args.no_cache:  # the decode floor: samples/s if a sample cost nothing but its JPEG decodes
+            decode_s.append(decode_seconds(dataset, args.samples, seed=r))
+        if args.official:  # the release's own pipeline, in a subprocess with glibc's defaults
+            official_rounds.append(official_samples_per_second(
+                args.official, args.data_dir, args.ann, args.name, size, args.samples, cache=not args.no_cache,
+                with_transform=args.with_transform))
+        for stage, preproc in stages:
+            for impl in ("direct", "fast"):
+                singles[stage][impl].append(
+                    samples_per_second(make_mosaic(dataset, impl, size, preproc(impl)), args.samples))
     official = None
-    if args.official:  # the release's own pipeline, in a subprocess with glibc's defaults
-        official = official_samples_per_second(args.official, args.data_dir, args.ann, args.name, size,
-                                               args.samples, cache=not args.no_cache,
-                                               with_transform=args.with_transform)
+    if official_rounds:
+        official = {stage: float(np.median([r[stage] for r in official_rounds])) for stage in official_rounds[0]}
         result["official_release_one_process"] = official
+    result["rounds"] = args.rounds
     floor = None
-    if args.no_cache:  # the decode floor: samples/s if a sample cost nothing but its JPEG decodes
-        decode_s = [decode_seconds(dataset, args.samples)]
+    if args.no_cache:  # decodes timed in every round too, and once more after them: the same machine state
+        decode_s.append(decode_seconds(dataset, args.samples, seed=args.rounds))
+        floor = 1.0 / (DECODES_PER_SAMPLE * float(np.mean(decode_s)))
+        result["decode_ms_per_image"] = 1000 * float(np.mean(decode_s))
+        result["decode_floor_samples_per_s"] = floor
     for stage, preproc in stages:
-        single = {impl: samples_per_second(make_mosaic(dataset, impl, size, preproc(impl)), args.samples)
-                  for impl in ("direct", "fast")}
-        if args.no_cache:  # decodes timed before and after the pipelines: the same machine state on average
-            decode_s.append(decode_seconds(dataset, args.samples, seed=len(decode_s)))
-            floor = 1.0 / (DECODES_PER_SAMPLE * float(np.mean(decode_s)))
-            result["decode_ms_per_image"] = 1000 * float(np.mean(decode_s))
-            result["decode_floor_samples_per_s"] = floor
+        single = {impl: float(np.median(v)) for impl, v in singles[stage].items()}
         workers = {n: {impl: loader_samples_per_second(make_mosaic(dataset, impl, size, preproc(impl)), n,
                                                       args.samples, args.batch_size)
                        for impl in ("direct", "fast")}
@@ -139,6 +151,7 @@ def main(argv=None):
     for n in worker_counts:
         headers += [f"samples/s ({n} worker{'s' if n > 1 else ''})", "vs direct"]
     logger.info(f"input {size}, cv2 threads {cv2.getNumThreads()}, {args.samples} samples per measurement, "
+                f"medians of {args.rounds} round(s) in one process, "
                 f"{'images decoded from the files' if args.no_cache else 'RAM cache'}, "
                 f"image buffers {'kept in the heap' if result['heap_tuning'] else 'with glibc malloc defaults'}")
     if floor is not None:
