@@ -62,7 +62,6 @@ def official_samples_per_second(official, data_dir, ann, name, size, samples, ca
     cache=True the data is copied to a temporary folder first.
     """
     official_dir, env = official_release_env(official)
-    env["YOLOX_MALLOC_TUNING"] = "0"  # not read by the release; said for clarity: glibc's defaults
     with tempfile.TemporaryDirectory() as tmp:
         if cache:
             copy = os.path.join(tmp, "data")
