@@ -140,7 +140,6 @@ if threads > 0:
 import yolox
 from yolox.exp import get_exp
 from yolox.utils import fuse_model, postprocess
-from yolox.utils.official_release import check_official_package, official_release_env
 images = torch.load(images_file)
 exp = get_exp(None, exp_name)
 model = exp.get_model()
