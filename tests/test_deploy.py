@@ -302,6 +302,19 @@ def test_onnx_files_record_whether_outputs_are_decoded(forest):
         assert meta["yolox_num_classes"] == "1"
 
 
+def test_class_count_from_metadata_or_output_width():
+    from yolox.deploy.metadata import classes_of, parse_metadata
+
+    # a dynamic-batch export without a simplifier leaves the output width symbolic: the metadata gives the count
+    assert parse_metadata({"yolox_num_classes": "3"}, "m.onnx") == (None, None, 3)
+    assert classes_of(3, "unk__0", "m.onnx") == 3 and classes_of(None, 85, "m.onnx") == 80
+    assert classes_of(None, None, "m.onnx") is None and classes_of(80, 85, "m.onnx") == 80
+    with pytest.raises(ValueError, match="m.onnx: metadata yolox_num_classes=3 but the output has 85 columns"):
+        classes_of(3, 85, "m.onnx")
+    with pytest.raises(ValueError, match="m.onnx: metadata yolox_num_classes='x'; expected an integer"):
+        parse_metadata({"yolox_num_classes": "x"}, "m.onnx")
+
+
 def test_openvino_ir_keeps_the_metadata(forest, forest_ir):
     ov = pytest.importorskip("openvino")
 

@@ -10,7 +10,7 @@ import torch
 
 from yolox.utils import demo_postprocess
 
-__all__ = ["DECODED_KEY", "STRIDES_KEY", "NUM_CLASSES_KEY", "export_metadata", "parse_metadata",
+__all__ = ["DECODED_KEY", "STRIDES_KEY", "NUM_CLASSES_KEY", "export_metadata", "parse_metadata", "classes_of",
            "outputs_look_decoded"]
 
 DECODED_KEY = "yolox_decoded"
@@ -29,7 +29,8 @@ def export_metadata(model):
 
 
 def parse_metadata(values, source):
-    """(decoded True / False / None when unknown, strides tuple or None) from the {key: text} of a file."""
+    """(decoded True / False / None when unknown, strides tuple or None, num_classes int or None) from the
+    {key: text} of a file."""
     decoded = values.get(DECODED_KEY)
     if decoded not in (None, "0", "1"):
         raise ValueError(f"{source}: metadata {DECODED_KEY}={decoded!r}; expected '0' (raw) or '1' (decoded)")
@@ -38,7 +39,25 @@ def parse_metadata(values, source):
         strides = tuple(int(s) for s in strides.split(",")) if strides else None
     except ValueError:
         raise ValueError(f"{source}: metadata {STRIDES_KEY}={strides!r}; expected comma-separated integers") from None
-    return (None if decoded is None else decoded == "1"), strides
+    num_classes = values.get(NUM_CLASSES_KEY)
+    try:
+        num_classes = int(num_classes) if num_classes else None
+    except ValueError:
+        raise ValueError(f"{source}: metadata {NUM_CLASSES_KEY}={num_classes!r}; expected an integer") from None
+    return (None if decoded is None else decoded == "1"), strides, num_classes
+
+
+def classes_of(metadata_classes, output_channels, source):
+    """The model's class count: its metadata, else the output width (5 + K) when the file fixes it, else None.
+
+    Exports with a dynamic batch axis leave the output width symbolic unless a simplifier (onnxslim, onnxsim) ran,
+    so the metadata written at export is the first source; both must agree when both are known.
+    """
+    from_shape = output_channels - 5 if isinstance(output_channels, int) and output_channels > 5 else None
+    if metadata_classes is not None and from_shape is not None and metadata_classes != from_shape:
+        raise ValueError(f"{source}: metadata {NUM_CLASSES_KEY}={metadata_classes} but the output has "
+                         f"{output_channels} columns (5 + {from_shape} classes); re-export the model")
+    return metadata_classes if metadata_classes is not None else from_shape
 
 
 def outputs_look_decoded(outputs, input_size, p6=False):

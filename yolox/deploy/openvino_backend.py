@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from .backend import InferenceBackend, import_runtime
-from .metadata import DECODED_KEY, NUM_CLASSES_KEY, STRIDES_KEY, parse_metadata
+from .metadata import DECODED_KEY, NUM_CLASSES_KEY, STRIDES_KEY, classes_of, parse_metadata
 from .onnxruntime_backend import static_dims
 
 __all__ = ["OpenVINOBackend", "openvino_metadata"]
@@ -39,10 +39,10 @@ class OpenVINOBackend(InferenceBackend):
         shape = model.inputs[0].get_partial_shape()
         dims = [d.get_length() if d.is_static else None for d in shape]
         batch, h, w = static_dims(dims, path, "first")
-        decoded, strides = parse_metadata(openvino_metadata(model), path)
+        decoded, strides, classes = parse_metadata(openvino_metadata(model), path)
         channels = model.outputs[0].get_partial_shape()[-1]
         super().__init__(path, (h, w), batch, decoded, strides,
-                         channels.get_length() - 5 if channels.is_static else None)
+                         classes_of(classes, channels.get_length() if channels.is_static else None, path))
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
