@@ -171,7 +171,7 @@ def test_train_transform_equals_the_official_algorithm(forest416):
         random.setstate(state[0])
         np.random.set_state(state[1])
         c, lc = TrainTransform(max_labels=120, image_dtype=np.uint8)(img, labels.copy(), (416, 416))
-        assert c.dtype == np.uint8 and np.array_equal(c, a) and np.array_equal(lc, la)  # the same values
+        assert c.dtype == np.uint8 and c.flags.c_contiguous and np.array_equal(c, a) and np.array_equal(lc, la)
 
 
 def test_train_transform_boxes_flip_degenerate_and_padding():
