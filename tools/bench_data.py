@@ -157,7 +157,7 @@ def main(argv=None):
     if floor is not None:
         logger.info(f"decode: {result['decode_ms_per_image']:.2f} ms per image, {DECODES_PER_SAMPLE} per sample: "
                     f"floor {floor:.1f} samples/s in one process")
-    print(tabulate(rows, headers=headers, tablefmt="github"))
+    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     if mem_rows:
         print()
         print(tabulate([[s, f"{a:.1f}", f"{b:.1f}", f"{c:.1f}"] for s, a, b, c in mem_rows],
