@@ -34,8 +34,9 @@ class Exp(NanoExp):
         # epochs, and at batch 4 twice the updates of batch 8 for the same images. lr 0.01 per batch of 4 (16x the
         # official nano's 0.01 per 64 images), a long warm-up, and only the last 6 epochs without mosaic: longer
         # plain phases raised AP50:95 but lowered AP50 on these tiles (the model starts to learn the 49 tiles by heart).
-        # 300 epochs (3900 iterations): AP50 levels off at about 0.5 from epoch 200 on, so a longer schedule (420
-        # epochs measured: 0.53-0.57) costs 40% more time for a few points that one run to the next also moves.
+        # 300 epochs (3900 iterations) fit 20 minutes on a 2-core CPU with room for a slower one (14.2 min on a Zen 4)
+        # and reached AP50 0.46-0.52 in four runs; 420 (`max_epoch 420 warmup_epochs 20`) reached 0.53-0.57 in four
+        # runs but took 21-26 min.
         self.max_epoch = 300
         self.warmup_epochs = 15
         self.no_aug_epochs = 6
