@@ -36,7 +36,7 @@ class Exp(NanoExp):
         # plain phases raised AP50:95 but lowered AP50 on these tiles (the model starts to learn the 49 tiles by heart).
         # 300 epochs (3900 iterations) fit 20 minutes on a 2-core CPU with room for a slower one (14.2 min on a Zen 4)
         # and reached AP50 0.46-0.52 in four runs; 420 (`max_epoch 420 warmup_epochs 20`) reached 0.53-0.57 in four
-        # runs but took 21-26 min.
+        # runs but took 21-35 min.
         self.max_epoch = 300
         self.warmup_epochs = 15
         self.no_aug_epochs = 6
