@@ -199,6 +199,13 @@ def test_bench_data_reports_the_decode_floor(capsys):
     assert set(rows) == {"direct", "fast"}
     for r in rows.values():
         assert r["of_decode_floor"] == r["one_process"] / printed["decode_floor_samples_per_s"]
+    # the fast path reads only the tiles that show (and the MixUp image): between 1 and 5 reads per sample, and its
+    # own floor is that of those reads
+    assert 1 <= printed["fast_reads_per_sample"] <= 5
+    assert 0 <= printed["fast_reduced_reads_per_sample"] <= printed["fast_reads_per_sample"]
+    assert rows["fast"]["of_own_decodes_floor"] == (rows["fast"]["one_process"]
+                                                    / printed["fast_own_decodes_floor_samples_per_s"])
+    assert rows["direct"]["of_own_decodes_floor"] == rows["direct"]["of_decode_floor"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -140,7 +140,7 @@ def test_affine_matrix_follows_official_draw_order():
 
 def test_hsv_lookup_table_equals_official_int16_arithmetic():
     base = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    for seed in range(24):  # every combination of kept and zeroed gains shows up
+    for seed in range(64):  # every combination of kept and zeroed gains, and of their signs, shows up
         a, b = base.copy(), base.copy()
         np.random.seed(seed)
         augment_hsv(a)
@@ -203,3 +203,94 @@ def test_val_transform_plain_and_legacy():
     np.testing.assert_allclose(legacy[:, 0, 0], expected, rtol=1e-5)
     same, r = preproc(np.zeros((64, 64, 3), np.uint8), (64, 64))
     assert r == 1.0 and same.flags.c_contiguous
+
+
+class _CountingReads:
+    """Counts forest416_files.load_image calls by reduction while active."""
+
+    def __init__(self, dataset):
+        self.dataset, self.calls = dataset, []
+
+    def __enter__(self):
+        original = type(self.dataset).load_image
+
+        def counted(ds, index, reduction=1):
+            self.calls.append(reduction)
+            return original(ds, index, reduction)
+
+        self.dataset.load_image = counted.__get__(self.dataset)
+        return self
+
+    def __exit__(self, *exc):
+        del self.dataset.load_image
+
+
+def _samples(ds, seeds, index_of=lambda seed: seed):
+    out = []
+    for seed in seeds:
+        random.seed(seed)
+        np.random.seed(seed)
+        out.append(ds[(True, index_of(seed))][:2])
+    return out
+
+
+def test_mosaic_reads_only_the_tiles_it_shows(forest416_files, monkeypatch):
+    """Tiles outside the output are never decoded; the rest is decoded once, reduced where the warp shrinks it by 2x
+    or more; the samples are those of the path that decodes every image in full (same boxes, same pixels but
+    where a reduced decode was used)."""
+    kw = dict(MOSAIC_KW)
+    lazy = MosaicDetection(forest416_files, (416, 416), **kw)
+    n = 24
+    with _CountingReads(forest416_files) as reads:
+        got = _samples(lazy, range(n), lambda s: s % len(forest416_files))
+    # without lazy_pull: the eager path (every tile and the MixUp image decoded whole, as before)
+    monkeypatch.setattr(forest416_files, "lazy_pull", lambda index: None)
+    eager = MosaicDetection(forest416_files, (416, 416), **kw)
+    with _CountingReads(forest416_files) as eager_reads:
+        want = _samples(eager, range(n), lambda s: s % len(forest416_files))
+    assert len(eager_reads.calls) == 5 * n and set(eager_reads.calls) == {1}
+    assert len(reads.calls) < 0.9 * 5 * n, len(reads.calls)  # ~1.5 of the 4 tiles do not show at these settings
+    assert reads.calls.count(2) + reads.calls.count(4) > 0  # mosaic_scale down to 0.1: some tiles shrink 2x+
+    for (a, la), (b, lb) in zip(got, want):
+        np.testing.assert_array_equal(la, lb)
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        # A reduced decode is averaged by libjpeg where the whole-image warp samples 1 pixel of every 2-4: the
+        # textures of strongly shrunk tiles differ pixel by pixel (mean up to ~3.6 on a mosaic at scale 0.1-0.2)
+        # but not once blurred (0.9 there; 1.8 with a one-pixel shift), and no pixel of a tile is misplaced.
+        blur = [cv2.GaussianBlur(x, (0, 0), 1.0).astype(np.int16) for x in (a, b)]
+        assert np.abs(blur[0] - blur[1]).mean() < 1.2 and (diff > 40).mean() < 0.005
+    # with full decodes only, the lazy path draws exactly the eager path's pixels
+    monkeypatch.undo()
+    monkeypatch.setattr("yolox.data.datasets.datasets_wrapper.decode_reduction_limit", lambda *a: 1)  # no reduction
+    assert all(np.array_equal(a, b) and np.array_equal(la, lb)
+               for (a, la), (b, lb) in zip(_samples(lazy, range(8), lambda s: s % len(forest416_files)), want[:8]))
+
+
+def test_reduced_decode_and_its_limits(forest416_files, tmp_path):
+    from yolox.data.datasets.datasets_wrapper import decode_reduction_limit, read_image_file
+
+    path = forest416_files.image_path(0)
+    hw = forest416_files.img_info(0)  # 400 x 400
+    assert decode_reduction_limit(path, hw) == 8 and decode_reduction_limit("x.png", hw) == 1
+    assert decode_reduction_limit("x.JPG", (300, 400)) == 4 and decode_reduction_limit("x.jpg", (301, 400)) == 1
+    full = read_image_file(path, hw, "test", "")
+    half = read_image_file(path, hw, "test", "", reduction=2)
+    assert half.shape == (200, 200, 3)
+    area = cv2.resize(full, (200, 200), interpolation=cv2.INTER_AREA)
+    assert np.abs(half.astype(int) - area).mean() < 3.0  # libjpeg's scaled IDCT is close to an area average
+    # a PNG named .jpg: OpenCV cannot scale it while decoding and resizes it; the shape still says 1/2
+    fake = tmp_path / "fake.jpg"
+    cv2.imencode(".png", full)[1].tofile(str(fake))
+    assert read_image_file(str(fake), hw, "test", "", reduction=2).shape == (200, 200, 3)
+
+
+def test_lazy_pull_defers_to_the_eager_path_when_it_must(tmp_path):
+    """on_corrupt_image='skip' without a cache must decode to know which image a tile is: lazy_pull says None."""
+    make_coco(tmp_path, [(64, 64)] * 3)
+    ds = COCODataset(str(tmp_path), img_size=(64, 64), cache=False, on_corrupt_image="skip")
+    assert ds.lazy_pull(0) is None
+    ds = COCODataset(str(tmp_path), img_size=(64, 64), cache=False)
+    source, labels, resized_hw, src_hw, _ = ds.lazy_pull(1)
+    assert src_hw == (64, 64) and resized_hw == (64, 64) and source.max_reduction == 1  # PNG files
+    np.testing.assert_array_equal(source(), ds.load_image(1))
+    np.testing.assert_array_equal(labels, ds.load_anno(1))

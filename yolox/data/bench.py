@@ -14,7 +14,7 @@ from .samplers import InfiniteSampler, YoloBatchSampler
 from .transform_reference import DirectTrainTransform
 
 __all__ = ["IMPLEMENTATIONS", "make_mosaic", "samples_per_second", "loader_samples_per_second", "memory_over_samples",
-           "decode_seconds", "DECODES_PER_SAMPLE"]
+           "decode_seconds", "DECODES_PER_SAMPLE", "recorded_reads", "replay_seconds"]
 
 # a Mosaic+MixUp sample decodes four tiles and the MixUp image
 DECODES_PER_SAMPLE = 5
@@ -59,6 +59,38 @@ def decode_seconds(dataset, num_images=200, seed=0):
     for i in indices:
         dataset.load_image(i)
     return (time.perf_counter() - start) / num_images
+
+
+def recorded_reads(mosaic_dataset, dataset, num_samples, seed=0):
+    """[(index, reduction)] of the dataset.load_image calls that `num_samples` samples of mosaic_dataset make (the
+    tiles that show and the MixUp image, each maybe reduced), in order; the same samples as samples_per_second."""
+    calls = []
+    original = dataset.load_image
+
+    def recording(index, reduction=1):
+        calls.append((index, reduction))
+        return original(index, reduction)
+
+    dataset.load_image = recording
+    try:
+        random.seed(seed)
+        np.random.seed(seed)
+        n = len(mosaic_dataset)
+        mosaic_dataset[(True, 0)]
+        del calls[:]
+        for i in range(num_samples):
+            mosaic_dataset[(True, i % n)]
+    finally:
+        del dataset.load_image
+    return calls
+
+
+def replay_seconds(dataset, calls):
+    """Seconds that the decodes `calls` [(index, reduction)] take alone, one after the other."""
+    start = time.perf_counter()
+    for index, reduction in calls:
+        dataset.load_image(index, reduction)
+    return time.perf_counter() - start
 
 
 def _collate_images(batch):

@@ -43,17 +43,21 @@ def _draw_hsv_gains(hgain=5, sgain=30, vgain=30):
 def _shift_hsv(img, hsv_augs, dst=None):
     """BGR uint8 image shifted in HSV by hsv_augs (official arithmetic), written to dst (a new array if None).
 
-    The official shifts an int16 copy of the HSV image; a lookup table per shifted channel gives the same bytes
-    (a zero gain leaves its channel as it is: hue is below 180, saturation and value within 0-255).
+    The official shifts an int16 copy of the HSV image and clips it; saturating uint8 arithmetic and a hue table give
+    the same bytes (a zero gain leaves its channel as it is: hue is below 180, saturation and value within 0-255).
     """
     img_hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
-    active = [c for c in range(3) if hsv_augs[c] != 0]
-    if active:
-        lut = _hsv_lut(hsv_augs)
-        planes = list(cv2.split(img_hsv))  # 3 x (H, W): a one-channel table is much faster than a 3-channel one
-        for c in active:
-            cv2.LUT(planes[c], np.ascontiguousarray(lut[:, 0, c]), dst=planes[c])
-        img_hsv = cv2.merge(planes)
+    dh, ds, dv = (int(v) for v in hsv_augs[:3])
+    # saturation and value: clip(x + gain, 0, 255) is OpenCV's saturating add (subtract for a negative gain), one
+    # pass over the interleaved image with a per-channel scalar (a mixed-sign scalar takes a slow path: two calls)
+    if ds > 0 or dv > 0:
+        cv2.add(img_hsv, (0, max(ds, 0), max(dv, 0), 0), dst=img_hsv)
+    if ds < 0 or dv < 0:
+        cv2.subtract(img_hsv, (0, max(-ds, 0), max(-dv, 0), 0), dst=img_hsv)
+    if dh:  # hue modulo 180: a one-channel table on the hue plane alone
+        hue = cv2.extractChannel(img_hsv, 0)
+        cv2.LUT(hue, np.ascontiguousarray(_hsv_lut((dh, 0, 0))[:, 0, 0]), dst=hue)
+        cv2.insertChannel(hue, img_hsv, 0)
     if dst is None:
         return cv2.cvtColor(img_hsv, cv2.COLOR_HSV2BGR)
     cv2.cvtColor(img_hsv, cv2.COLOR_HSV2BGR, dst=dst)

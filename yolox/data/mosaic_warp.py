@@ -12,6 +12,7 @@ __all__ = [
     "resize_map",
     "mosaic_tile_matrix",
     "warp_mosaic_tiles",
+    "decode_reduction",
     "mixup_inverse_matrix",
     "blend_mixup_into",
 ]
@@ -54,35 +55,80 @@ def _source_crop(small, src_hw, resized_hw):
     return x0, y0, x1, y1
 
 
+def _largest_singular_value(m):
+    """Larger singular value of a 2x2 matrix, in closed form."""
+    (a, b), (c, d) = m.tolist()
+    t = a * a + b * b + c * c + d * d
+    det = a * d - b * c
+    return np.sqrt(0.5 * (t + np.sqrt(max(t * t - 4.0 * det * det, 0.0))))
+
+
+def decode_reduction(source_px_per_output_px, max_reduction):
+    """The reduction (1, 2, 4 or 8, at most max_reduction) at which to decode an image that the output shrinks by
+    at least `source_px_per_output_px` in every direction: the largest r that still leaves at least one decoded
+    pixel per output pixel, so the warp samples as finely as from the whole image."""
+    r = 1
+    while r * 2 <= max_reduction and source_px_per_output_px >= r * 2:
+        r *= 2
+    return r
+
+
+def _tile_outline(A, w, h):
+    """Output (4, 2) corners of a w x h crop under A (crop pixels -> output), grown by one pixel: centres -1 .. w and
+    -1 .. h, so the half-pixel strips at tile edges, where the official blends neighbouring canvas pixels, are
+    drawn too (no gray seams)."""
+    return np.array([[-1.0, -1.0, 1.0], [w, -1.0, 1.0], [w, h, 1.0], [-1.0, h, 1.0]]) @ A.T
+
+
 def warp_mosaic_tiles(out, tiles, M):
     """Draw the mosaic of `tiles` warped by M into `out` (H, W, 3) uint8, which holds 114 where nothing is drawn.
 
-    tiles: [(image (h0, w0, 3) uint8, resized (h, w), large rect, small rect)] in the official order.
+    tiles: [(source, source (h0, w0), resized (h, w), large rect, small rect)] in the official order. source is the
+    image (h0, w0, 3) uint8, or a function source(reduction=1) that reads it (CacheDataset.lazy_pull): it is called
+    only for a tile that shows in the output, and with reduction r > 1 (the image at 1/r of its size, up to its
+    `max_reduction`) when the warp shrinks the tile by r or more anyway.
     Each tile's source crop is warped into the output box it can reach (bilinear) and copied through a mask of
-    its outline grown by one source pixel, so the half-pixel strips at tile edges, where the official blends
-    neighbouring canvas pixels, are drawn too (no gray seams); later tiles overwrite, like later pastes. (A masked
-    copy rather than warpAffine's BORDER_TRANSPARENT, which leaves outside pixels alone but costs twice as much
-    per pixel.)
+    its outline grown by one source pixel; later tiles overwrite, like later pastes. (A masked copy rather than
+    warpAffine's BORDER_TRANSPARENT, which leaves outside pixels alone but costs twice as much per pixel.)
+    Returns the number of images read (the tiles that show).
     """
     dsize = (out.shape[1], out.shape[0])
-    for img, resized_hw, large, small in tiles:
-        x0, y0, x1, y1 = _source_crop(small, img.shape[:2], resized_hw)
+    num_read = 0
+    for source, src_hw, resized_hw, large, small in tiles:
+        x0, y0, x1, y1 = _source_crop(small, src_hw, resized_hw)
         if x1 <= x0 or y1 <= y0:
             continue
-        A = mosaic_tile_matrix(M, img.shape[:2], resized_hw, large, small, (x0, y0))  # crop pixels -> output
-        # The drawn outline is the crop grown by one pixel (centres -1 .. w, -1 .. h of the crop); the mask's
-        # rasterisation may take output pixels up to one pixel further, so the crop gets a replicated border wide
-        # enough that every masked pixel samples the tile itself, never warpAffine's constant border.
+        A = mosaic_tile_matrix(M, src_hw, resized_hw, large, small, (x0, y0))  # crop pixels -> output
+        if callable(source):
+            ox0, oy0, ox1, oy1 = _points_bbox(_tile_outline(A, x1 - x0, y1 - y0), dsize)
+            if ox1 <= ox0 or oy1 <= oy0:
+                continue  # the tile does not show: its image is never read
+            # output pixels per source pixel, at most, in any direction: its inverse is the shrink factor
+            reduction = decode_reduction(1.0 / max(_largest_singular_value(A[:, :2]), 1e-6),
+                                         getattr(source, "max_reduction", 1))
+            img = source(reduction)
+            num_read += 1
+            if img.shape[:2] != tuple(src_hw):  # reduced: the same geometry through the smaller image
+                src_hw = img.shape[:2]
+                x0, y0, x1, y1 = _source_crop(small, src_hw, resized_hw)
+                if x1 <= x0 or y1 <= y0:
+                    continue
+                A = mosaic_tile_matrix(M, src_hw, resized_hw, large, small, (x0, y0))
+        else:
+            img = source
+            num_read += 1
+        w, h = x1 - x0, y1 - y0
+        outline = _tile_outline(A, w, h)  # (4, 2)
+        ox0, oy0, ox1, oy1 = _points_bbox(outline, dsize)
+        if ox1 <= ox0 or oy1 <= oy0:
+            continue
+        # The mask's rasterisation may take output pixels up to one pixel beyond the outline, so the crop gets a
+        # replicated border wide enough that every masked pixel samples the tile itself, never warpAffine's
+        # constant border.
         out_px = 1.0 / max(_smallest_singular_value(A[:, :2]), 1e-6)  # source pixels per output pixel (at most)
         pad = 2 + int(np.ceil(out_px))
         crop = cv2.copyMakeBorder(img[y0:y1, x0:x1], pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         A[:, 2] += A[:, :2] @ (-pad, -pad)  # padded crop pixels -> output
-        w, h = x1 - x0, y1 - y0
-        lo, hix, hiy = pad - 1.0, pad + w, pad + h
-        outline = np.array([[lo, lo, 1.0], [hix, lo, 1.0], [hix, hiy, 1.0], [lo, hiy, 1.0]]) @ A.T  # (4, 2)
-        ox0, oy0, ox1, oy1 = _points_bbox(outline, dsize)
-        if ox1 <= ox0 or oy1 <= oy0:
-            continue
         A[:, 2] -= (ox0, oy0)
         box_wh = (ox1 - ox0, oy1 - oy0)
         warped = cv2.warpAffine(crop, A, box_wh, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
@@ -91,7 +137,7 @@ def warp_mosaic_tiles(out, tiles, M):
         poly = np.round((outline - (ox0, oy0)) * 16).astype(np.int32)
         cv2.fillConvexPoly(mask, poly, 255, lineType=cv2.LINE_8, shift=4)
         cv2.copyTo(warped, mask, dst=out[oy0:oy1, ox0:ox1])
-    return out
+    return num_read
 
 
 def _smallest_singular_value(m):
@@ -146,11 +192,11 @@ def blend_mixup_into(out, src, B, content_wh):
         mix = cv2.warpAffine(
             src, B, (rw, rh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=_GRAY
         )  # (rh, rw, 3)
-        region = out[:rh, :rw]
-        half_diff = np.bitwise_xor(region, mix)
+        region = out[:rh, :rw]  # OpenCV's element-wise ops on uint8 are faster than numpy's here
+        half_diff = cv2.bitwise_xor(region, mix)
         half_diff >>= 1
-        np.bitwise_and(region, mix, out=region)
-        region += half_diff  # (a & b) + ((a ^ b) >> 1) == (a + b) // 2 without overflow
+        cv2.bitwise_and(region, mix, dst=region)
+        cv2.add(region, half_diff, dst=region)  # (a & b) + ((a ^ b) >> 1) == (a + b) // 2 without overflow
     # blending with the zero padding halves the pixel
     out[rh:] >>= 1
     out[:rh, rw:] >>= 1

@@ -210,10 +210,14 @@ class COCODataset(CacheDataset):
     def _image_paths(self):
         return [os.path.join(self.data_dir, p) for p in self.path_filename]
 
-    def load_image(self, index):
-        img_file = os.path.join(self.data_dir, self.name, str(self._file_names[index]))
-        return read_image_file(img_file, self._img_hw[index], f"image id {int(self.ids[index])} of {self.ann_path}",
-                               "fix 'width'/'height' in the json")
+    def image_path(self, index):
+        return os.path.join(self.data_dir, self.name, str(self._file_names[index]))
+
+    def load_image(self, index, reduction=1):
+        """Decode image `index` at its file size (at 1/reduction of it: see read_image_file)."""
+        return read_image_file(self.image_path(index), self._img_hw[index],
+                               f"image id {int(self.ids[index])} of {self.ann_path}", "fix 'width'/'height' in the json",
+                               reduction)
 
     def pull_item(self, index, copy=True):
         """(img resized to img_size, labels (n, 5) x1y1x2y2+class, (orig h, orig w), np.array([image id])).

@@ -23,6 +23,7 @@ __all__ = [
     "cache_read_img",
     "CorruptImageError",
     "CORRUPT_IMAGE_POLICIES",
+    "decode_reduction_limit",
 ]
 
 CORRUPT_IMAGE_POLICIES = ("raise", "skip")
@@ -124,16 +125,39 @@ def cache_read_img(use_cache=True):
     return decorator
 
 
-def read_image_file(img_file, expected_hw, where, size_fix):
+_REDUCED_READ_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
+
+
+def decode_reduction_limit(img_file, hw):
+    """Largest r in (1, 2, 4, 8) at which `img_file` of size hw (h, w) can be decoded reduced by `read_image_file`:
+    a JPEG (libjpeg scales it while decoding, much cheaper than decoding it whole) whose sides r divides, so that
+    reduced pixel i covers source pixels [r * i, r * i + r) exactly."""
+    if not str(img_file).lower().endswith(_JPEG_SUFFIXES):
+        return 1
+    h, w = int(hw[0]), int(hw[1])
+    for r in (8, 4, 2):
+        if h % r == 0 and w % r == 0:
+            return r
+    return 1
+
+
+def read_image_file(img_file, expected_hw, where, size_fix, reduction=1):
     """Decode `img_file` (BGR) and check it has the (h, w) its annotation says; CorruptImageError naming the file,
-    `where` it is referenced and, for a size mismatch, `size_fix` (what to correct)."""
+    `where` it is referenced and, for a size mismatch, `size_fix` (what to correct).
+
+    reduction 2, 4 or 8 decodes the JPEG at 1/reduction of its size (OpenCV's reduced reads; the caller checks
+    `decode_reduction_limit` first); the image is then (h // reduction, w // reduction).
+    """
     if not os.path.isfile(img_file):
         raise CorruptImageError(f"image file not found: {img_file} ({where})")
-    img = cv2.imread(img_file, cv2.IMREAD_COLOR)
+    img = cv2.imread(img_file, _REDUCED_READ_FLAGS[reduction] if reduction > 1 else cv2.IMREAD_COLOR)
     if img is None:
         raise CorruptImageError(f"cannot decode image {img_file} ({where}): corrupt or not an image file")
     h, w = expected_hw
-    if img.shape[:2] != (h, w):
+    if img.shape[:2] != (h // reduction, w // reduction):
+        if reduction > 1:  # e.g. not a JPEG inside: decode it whole, which also checks its size
+            return read_image_file(img_file, expected_hw, where, size_fix)
         raise CorruptImageError(f"image {img_file} is {img.shape[1]}x{img.shape[0]} but {where} says {w}x{h}; {size_fix}")
     return img
 
@@ -220,6 +244,36 @@ class CacheDataset(Dataset, metaclass=ABCMeta):
         index, img = self.read_img_checked(index, copy=False, resized=False)
         resized_hw = tuple(int(v) for v in self._resized_hw[index])
         return img, self.load_anno(index).copy(), resized_hw, self._item_id(index)
+
+    def lazy_pull(self, index):
+        """pull_unresized without reading the image yet: (source, labels (n, 5), resized (h, w), source (h, w), id).
+
+        source(reduction=1) returns the image pull_unresized would (the cached view, or the decoded file at its own
+        size, source (h, w)); with reduction 2, 4 or 8 (at most `decode_reduction_limit`) a JPEG file is decoded at
+        that fraction of its size, for a caller that shrinks it at least that much anyway. Mosaic calls it only for
+        the tiles that show in its output. None when the image must be read to know which image it is
+        (on_corrupt_image="skip" without a cache: an unreadable one is replaced by the next): use pull_unresized.
+        """
+        if index in self._bad_indices or (self._image_cache is None and self.on_corrupt_image != "raise"):
+            return None
+        labels = self.load_anno(index).copy()
+        resized_hw = tuple(int(v) for v in self._resized_hw[index])
+        if self._image_cache is not None:
+            return (lambda reduction=1: self._image_cache.get(index)), labels, resized_hw, resized_hw, \
+                self._item_id(index)
+        path = self.image_path(index)
+        limit = decode_reduction_limit(path, self._img_hw[index]) if path is not None else 1
+
+        def source(reduction=1):
+            return self.load_image(index, reduction) if 1 < reduction <= limit else self.load_image(index)
+
+        source.max_reduction = limit
+        return source, labels, resized_hw, self.img_info(index), self._item_id(index)
+
+    def image_path(self, index):
+        """File of image `index`, for a subclass whose load_image(index, reduction) can decode it reduced; None
+        otherwise (the base class: images are then always decoded whole)."""
+        return None
 
     def _item_id(self, index):
         """What pull_item returns as the image id (COCO: its id as a 1-element array; VOC: the index)."""

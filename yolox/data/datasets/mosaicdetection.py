@@ -9,7 +9,7 @@ import random
 import numpy as np
 
 from ..data_augment import apply_affine_to_bboxes, get_affine_matrix
-from ..mosaic_warp import blend_mixup_into, mixup_inverse_matrix, warp_mosaic_tiles
+from ..mosaic_warp import blend_mixup_into, decode_reduction, mixup_inverse_matrix, warp_mosaic_tiles
 from .datasets_wrapper import Dataset
 
 __all__ = ["MosaicDetection", "get_mosaic_coordinate", "mixup_boxes"]
@@ -129,6 +129,16 @@ class MosaicDetection(Dataset):
                                   else self._dataset.pull_item(index))
         return img, labels, img.shape[:2], img_id
 
+    def _lazy_pull(self, index):
+        """(source, labels, resized (h, w), source (h, w), id): source is the image, or, for datasets with
+        lazy_pull (COCO, VOC), a function that reads it when called (see warp_mosaic_tiles)."""
+        lazy = getattr(self._dataset, "lazy_pull", None)
+        pulled = lazy(index) if lazy is not None else None
+        if pulled is not None:
+            return pulled
+        img, labels, resized_hw, img_id = self._pull(index)
+        return img, labels, resized_hw, img.shape[:2], img_id
+
     def _finish(self, img, labels, input_dim):
         if self.preproc is None:
             return img, labels
@@ -144,11 +154,12 @@ class MosaicDetection(Dataset):
 
             tiles, mosaic_labels = [], []
             for i_mosaic, index in enumerate(indices):
-                img, _labels, (h0, w0), img_id = self._pull(index)  # (h0, w0): size after the official resize
+                # (h0, w0): size after the official resize; a tile's image is read only if it shows in the output
+                source, _labels, (h0, w0), src_hw, img_id = self._lazy_pull(index)
                 scale = min(1.0 * input_h / h0, 1.0 * input_w / w0)
                 h, w = int(h0 * scale), int(w0 * scale)
                 large, small = get_mosaic_coordinate(None, i_mosaic, xc, yc, w, h, input_h, input_w)
-                tiles.append((img, (h, w), large, small))
+                tiles.append((source, src_hw, (h, w), large, small))
                 padw, padh = large[0] - small[0], large[1] - small[1]
                 mosaic_labels.append(place_tile_labels(_labels, scale, padw, padh))
 
@@ -182,7 +193,7 @@ class MosaicDetection(Dataset):
         while len(cp_labels) == 0:
             cp_index = random.randint(0, self.__len__() - 1)
             cp_labels = self._dataset.load_anno(cp_index)
-        img, cp_labels, resized_hw, _ = self._pull(cp_index)
+        source, cp_labels, resized_hw, src_hw, _ = self._lazy_pull(cp_index)
 
         input_h, input_w = input_dim[0], input_dim[1]
         cp_scale_ratio = min(input_h / resized_hw[0], input_w / resized_hw[1])
@@ -195,8 +206,14 @@ class MosaicDetection(Dataset):
             x_offset = random.randint(0, jit_w - target_w - 1)
 
         B, content_wh = mixup_inverse_matrix(
-            resized_hw, (input_h, input_w), (jit_h, jit_w), (x_offset, y_offset), flip, pixels_hw=img.shape[:2]
+            resized_hw, (input_h, input_w), (jit_h, jit_w), (x_offset, y_offset), flip, pixels_hw=src_hw
         )
+        img = source
+        if callable(source):  # decoded reduced when the MixUp image is shrunk that much anyway
+            img = source(decode_reduction(min(abs(B[0, 0]), abs(B[1, 1])), getattr(source, "max_reduction", 1)))
+            if img.shape[:2] != tuple(src_hw):
+                B, content_wh = mixup_inverse_matrix(resized_hw, (input_h, input_w), (jit_h, jit_w),
+                                                     (x_offset, y_offset), flip, pixels_hw=img.shape[:2])
         blend_mixup_into(origin_img, img, B, content_wh)
 
         labels = mixup_boxes(

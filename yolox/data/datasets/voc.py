@@ -183,9 +183,13 @@ class VOCDetection(CacheDataset):
     def _image_paths(self):
         return [self._imgpath % img_id for img_id in self.ids]
 
-    def load_image(self, index):
-        return read_image_file(self._imgpath % self.ids[index], self._img_hw[index],
-                               f"{self._annopath % self.ids[index]} (VOC image set)", "fix <size> in the XML")
+    def image_path(self, index):
+        return self._imgpath % self.ids[index]
+
+    def load_image(self, index, reduction=1):
+        """Decode image `index` at its file size (at 1/reduction of it: see read_image_file)."""
+        return read_image_file(self.image_path(index), self._img_hw[index],
+                               f"{self._annopath % self.ids[index]} (VOC image set)", "fix <size> in the XML", reduction)
 
     def pull_item(self, index, copy=True):
         """(img resized to img_size, labels (n, 5) x1y1x2y2+class, (orig h, orig w), index)."""
