@@ -294,3 +294,11 @@ def test_lazy_pull_defers_to_the_eager_path_when_it_must(tmp_path):
     assert src_hw == (64, 64) and resized_hw == (64, 64) and source.max_reduction == 1  # PNG files
     np.testing.assert_array_equal(source(), ds.load_image(1))
     np.testing.assert_array_equal(labels, ds.load_anno(1))
+
+    class OwnLoader(COCODataset):  # a user's subclass whose load_image takes no reduction: never asked for one
+        def load_image(self, index):
+            return super().load_image(index)
+
+    ds = OwnLoader(str(tmp_path), img_size=(64, 64), cache=False)
+    ds.image_path = lambda index: "x.jpg"  # a JPEG name: 64 x 64 would allow reduction 8
+    assert ds.lazy_pull(0)[0].max_reduction == 1

@@ -152,7 +152,12 @@ def test_a_nan_loss_stops_with_its_message_and_keeps_the_last_checkpoint(tmp_pat
     assert_state_dicts_close(after["raw_model"], before["raw_model"], atol=0)
 
 
-def test_fp16_on_the_cpu_trains_in_bfloat16(tmp_path):
+@pytest.mark.parametrize("native", [True, False])
+def test_fp16_on_the_cpu_trains_in_bfloat16_where_the_cpu_has_it(tmp_path, monkeypatch, native):
+    """--fp16 without CUDA: bfloat16 autocast on a CPU with bfloat16 in hardware, float32 (one log line) on others."""
+    import yolox.core.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bfloat16", lambda: native)
     seen = []
     hook = torch.nn.modules.module.register_module_forward_hook(
         lambda m, i, o: seen.append(o.dtype) if isinstance(m, torch.nn.Conv2d) and m.training else None)
@@ -161,8 +166,9 @@ def test_fp16_on_the_cpu_trains_in_bfloat16(tmp_path):
     finally:
         hook.remove()
     log = (run_dir(tmp_path) / "train_log.txt").read_text()
-    assert log.count("bfloat16 autocast") == 1
-    assert seen and set(seen) == {torch.bfloat16}
+    assert log.count("bfloat16 autocast") == int(native)
+    assert log.count("training in float32") == int(not native)
+    assert seen and set(seen) == {torch.bfloat16 if native else torch.float32}
     assert all(m["total_loss"] == m["total_loss"] for m in read_metrics(run_dir(tmp_path)) if "lr" in m)
 
 

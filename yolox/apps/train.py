@@ -3,6 +3,7 @@ import argparse
 import os
 import random
 import sys
+import time
 import warnings
 
 import torch
@@ -170,8 +171,13 @@ def _choose_logger(args):
         args.logger = "tensorboard"
 
 
-def run_train_cli(argv=None):
-    """Parse argv, build and check the Exp, then train in this process or launch the processes."""
+def run_train_cli(argv=None, start_time=None):
+    """Parse argv, build and check the Exp, then train in this process or launch the processes.
+
+    start_time: time.time() at which the run started, for Exp.max_train_minutes (default: now; the command line
+    passes the start of its process, so that its imports count too).
+    """
+    start_time = time.time() if start_time is None else start_time
     from yolox.core import launch
     from yolox.core.launch import launched_by_torchrun
     from yolox.exp import check_exp_value, get_exp
@@ -179,6 +185,7 @@ def run_train_cli(argv=None):
 
     configure_module()
     args = parse_args(argv)
+    args.start_time = start_time
     exp = get_exp(args.exp_file, args.name)
     exp.merge(_exp_options(args.opts))
     check_exp_value(exp)

@@ -9,7 +9,7 @@ import torch
 
 from .stage_profile import NullClock
 
-__all__ = ["LOSS_KEYS", "NonFiniteLossError", "autocast_for", "TrainStep"]
+__all__ = ["LOSS_KEYS", "NonFiniteLossError", "autocast_for", "cpu_has_native_bfloat16", "TrainStep"]
 
 # the loss terms the official log prints, in its order
 LOSS_KEYS = ("total_loss", "iou_loss", "l1_loss", "conf_loss", "cls_loss")
@@ -17,6 +17,14 @@ LOSS_KEYS = ("total_loss", "iou_loss", "l1_loss", "conf_loss", "cls_loss")
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the iteration and the loss terms."""
+
+
+def cpu_has_native_bfloat16():
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's bfloat16 convolutions are
+    at least as fast as float32; elsewhere they are emulated and slower."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if callable(check))
 
 
 def autocast_for(device, mixed_precision):

@@ -53,7 +53,8 @@ from yolox.utils import (
 from yolox.utils.heap import keep_image_buffers_in_heap
 
 from .stage_profile import NullClock, StageClock, profile_table, stage_hooks
-from .step import LOSS_KEYS, NonFiniteLossError, TrainStep
+from .step import LOSS_KEYS, NonFiniteLossError, TrainStep, cpu_has_native_bfloat16
+from .time_budget import TimeBudget
 
 __all__ = ["Trainer", "TrainingInterrupted", "NonFiniteLossError", "PROFILE_WARMUP_ITERS", "METRICS_FILE"]
 
@@ -110,6 +111,11 @@ class Trainer:
         self.local_rank = get_local_rank()
         self.device = torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
         self.amp_training = bool(getattr(args, "fp16", False))
+        # --fp16 without CUDA: bfloat16 autocast where the CPU has bfloat16 in hardware; elsewhere float32, as the
+        # official --fp16 does on a CPU (its CUDA autocast does nothing there)
+        self._fp16_ignored = self.amp_training and self.device.type == "cpu" and not cpu_has_native_bfloat16()
+        if self._fp16_ignored:
+            self.amp_training = False
         self.scaler = _grad_scaler(enabled=self.amp_training and self.device.type == "cuda")
         self.use_model_ema = exp.ema
         self.save_history_ckpt = exp.save_history_ckpt
@@ -130,6 +136,13 @@ class Trainer:
         self.wandb_logger = None  # -l wandb (rank 0)
         self.mlflow_logger = None  # -l mlflow (rank 0)
 
+        # Exp.max_train_minutes (this project): max_epoch is lowered to what fits that wall-clock budget
+        self.train_start_time = getattr(args, "start_time", None) or time.time()
+        minutes = getattr(exp, "max_train_minutes", None)
+        self.time_budget = TimeBudget(float(minutes)) if minutes else None
+        self._max_epoch_asked = exp.max_epoch  # the budget's ceiling
+        self._epoch_start_time = None
+
         self.meter = MeterBuffer(window_size=exp.print_interval)
         self.file_name = os.path.join(exp.output_dir, args.experiment_name)
         if self.rank == 0:
@@ -149,10 +162,12 @@ class Trainer:
             self.after_train()
 
     def train_in_epoch(self):
-        for self.epoch in range(self.start_epoch, self.max_epoch):
+        self.epoch = self.start_epoch
+        while self.epoch < self.max_epoch:  # max_epoch may be lowered on the way (max_train_minutes)
             self.before_epoch()
             self.train_in_iter()
             self.after_epoch()
+            self.epoch += 1
         self._finished = True
 
     def train_in_iter(self):
@@ -210,6 +225,9 @@ class Trainer:
         logger.info("exp value:\n{}".format(self.exp))
         if self.amp_training and self.device.type != "cuda":
             logger.info("--fp16 on the CPU: bfloat16 autocast, no GradScaler (float16 mixed precision needs CUDA)")
+        if self._fp16_ignored:
+            logger.info("--fp16 on a CPU without bfloat16 in hardware (AVX512-BF16 or AMX): training in float32, where "
+                        "emulated bfloat16 would be slower")
 
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -380,6 +398,7 @@ class Trainer:
 
     def before_epoch(self):
         logger.info("---> start train epoch{}".format(self.epoch + 1))
+        self._epoch_start_time = time.time()
         if self.epoch + 1 == self.max_epoch - self.exp.no_aug_epochs or self.no_aug:
             logger.info("--->No mosaic aug now!")
             self.train_loader.close_mosaic()
@@ -394,6 +413,7 @@ class Trainer:
 
     def after_epoch(self):
         evaluated = (self.epoch + 1) % self.exp.eval_interval == 0
+        eval_start = time.time()
         if evaluated:
             all_reduce_norm(self.model)
             if self.use_model_ema:
@@ -401,6 +421,33 @@ class Trainer:
             self.evaluate_and_save_model()
         else:
             self.save_ckpt(ckpt_name="latest")
+        if self.time_budget is not None and self._epoch_start_time is not None:
+            now = time.time()
+            if evaluated:
+                self.time_budget.record_eval(now - eval_start)
+            self.time_budget.record_epoch(eval_start - self._epoch_start_time)
+            self._fit_to_time_budget(now)
+
+    def _fit_to_time_budget(self, now):
+        """Lower max_epoch (and the lr schedule with it) to what fits Exp.max_train_minutes (rank 0 decides)."""
+        exp = self.exp
+        new_max = self.time_budget.plan(now - self.train_start_time, self.epoch + 1, self.max_epoch,
+                                        self._max_epoch_asked, exp.warmup_epochs, exp.eval_interval,
+                                        exp.no_aug_epochs)
+        if self.is_distributed:
+            decided = torch.tensor([float(new_max or 0)], device=self._collective_device())
+            dist.broadcast(decided, 0)
+            new_max = int(decided.item()) or None
+        if new_max is None or new_max == self.max_epoch:
+            return
+        epoch_s, eval_s = self.time_budget.estimate()
+        logger.info(
+            f"max_train_minutes {self.time_budget.minutes:g}: {(now - self.train_start_time) / 60:.1f} min so far, "
+            f"{epoch_s:.1f} s per epoch and {eval_s:.1f} s per evaluation here: max_epoch {self.max_epoch} -> "
+            f"{new_max} ({new_max * self.max_iter} iterations)"
+        )
+        self.max_epoch = exp.max_epoch = new_max
+        self.lr_scheduler = exp.get_lr_scheduler(exp.basic_lr_per_img * self.args.batch_size, self.max_iter)
 
     def before_iter(self):
         if self._agreed_stop:
@@ -503,6 +550,11 @@ class Trainer:
             self.data_seed = ckpt.get("data_seed")
             if ckpt.get("input_size") is not None:
                 self.input_size = tuple(int(v) for v in ckpt["input_size"])
+            if self.time_budget is not None and ckpt.get("max_epoch") is not None:
+                # the schedule the budget fitted, and the time already spent, carry over
+                self._max_epoch_asked = int(ckpt.get("max_epoch_asked", self.max_epoch))
+                self.max_epoch = self.exp.max_epoch = min(int(ckpt["max_epoch"]), self._max_epoch_asked)
+                self.train_start_time = time.time() - float(ckpt.get("train_seconds", 0.0))
             if self.args.start_epoch is not None:
                 self.start_epoch = self.args.start_epoch - 1
                 ckpt.pop("iteration", None)  # -e: from the start of that epoch
@@ -638,6 +690,9 @@ class Trainer:
             "data_seed": self.data_seed,
             "rng": get_rng_states(),
             "exp": str(self.exp),
+            "max_epoch": self.max_epoch,  # fitted by max_train_minutes, perhaps: a resume keeps it
+            "max_epoch_asked": self._max_epoch_asked,
+            "train_seconds": time.time() - self.train_start_time,
         }
         if self.use_model_ema:
             state["raw_model"] = raw

@@ -120,6 +120,9 @@ class Exp(BaseExp):
         self.warmup_epochs = 5
         # max training epoch
         self.max_epoch = 300
+        # wall-clock budget of the run in minutes (this project; None: max_epoch decides, as officially): from the
+        # end of the warm-up the trainer lowers max_epoch to what fits, evaluations and the no-aug epochs included
+        self.max_train_minutes = None
         # minimum learning rate during warmup
         self.warmup_lr = 0
         self.min_lr_ratio = 0.05

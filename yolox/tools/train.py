@@ -11,7 +11,10 @@ __all__ = ["main"]
 
 def main(argv=None):
     """Run the command line with argv (default sys.argv[1:]); exits 2 on a user error, 1 on a failure."""
-    return run_cli(run_train_cli, argv)
+    from yolox.core.time_budget import process_start_time
+
+    start = process_start_time()  # Exp.max_train_minutes counts the whole command, its imports included
+    return run_cli(lambda args: run_train_cli(args, start_time=start), argv)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ class Exp(NanoExp):
         # and reached AP50 0.46-0.52 in four runs; 420 (`max_epoch 420 warmup_epochs 20`) reached 0.53-0.57 in four
         # runs but took 21-35 min.
         self.max_epoch = 300
+        # These 2-core machines differ by up to 3x in speed: on a slower one the run stops at what fits 19 minutes
+        # (the trainer lowers max_epoch when the warm-up ends, from the epoch and evaluation times it measured).
+        self.max_train_minutes = 19.0
         self.warmup_epochs = 15
         self.no_aug_epochs = 6
         self.basic_lr_per_img = 0.01 / 4.0

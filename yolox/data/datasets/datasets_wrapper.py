@@ -1,5 +1,6 @@
 """Dataset base classes: input_dim and the (mosaic, index) protocol, image caching, corrupt-image policy, concat."""
 import bisect
+import inspect
 import os
 from abc import ABCMeta, abstractmethod
 from functools import wraps
@@ -261,7 +262,7 @@ class CacheDataset(Dataset, metaclass=ABCMeta):
         if self._image_cache is not None:
             return (lambda reduction=1: self._image_cache.get(index)), labels, resized_hw, resized_hw, \
                 self._item_id(index)
-        path = self.image_path(index)
+        path = self.image_path(index) if self._load_image_reduces() else None
         limit = decode_reduction_limit(path, self._img_hw[index]) if path is not None else 1
 
         def source(reduction=1):
@@ -269,6 +270,12 @@ class CacheDataset(Dataset, metaclass=ABCMeta):
 
         source.max_reduction = limit
         return source, labels, resized_hw, self.img_info(index), self._item_id(index)
+
+    def _load_image_reduces(self):
+        """Whether load_image takes `reduction` (a subclass may override it with load_image(index) only)."""
+        if not hasattr(self, "_reduces"):
+            self._reduces = "reduction" in inspect.signature(self.load_image).parameters
+        return self._reduces
 
     def image_path(self, index):
         """File of image `index`, for a subclass whose load_image(index, reduction) can decode it reduced; None

@@ -1,0 +1,93 @@
+"""Exp.max_train_minutes: the epochs that fit a wall-clock budget, and a run that the budget shortens."""
+import sys
+
+import pytest
+from loguru import logger
+
+from train_helpers import load, read_metrics, run_dir, train_argv
+from yolox.apps.train import run_train_cli
+from yolox.core.time_budget import TimeBudget, evaluations_after, fit_max_epoch
+
+
+@pytest.fixture(autouse=True)
+def _reset_logger():
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+
+
+def _evaluations_by_the_trainers_rule(epochs_done, total, eval_interval, no_aug_epochs):
+    """The Trainer evaluates after epoch e (1-based) when e % eval_interval == 0, and after every no-aug epoch."""
+    return sum(1 for e in range(epochs_done + 1, total + 1) if e % eval_interval == 0 or e > total - no_aug_epochs)
+
+
+@pytest.mark.parametrize("eval_interval,no_aug", [(1, 0), (5, 2), (25, 6), (10, 15), (7, 0)])
+def test_evaluations_counted_as_the_trainer_runs_them(eval_interval, no_aug):
+    for done in range(0, 40, 3):
+        for total in range(done + no_aug + 1, 80):
+            assert evaluations_after(done, total, eval_interval, no_aug) == \
+                _evaluations_by_the_trainers_rule(done, total, eval_interval, no_aug), (done, total)
+
+
+def test_fit_max_epoch_is_the_longest_schedule_that_fits():
+    # 5 epochs done in 50 s; 10 s per epoch, 2 s per evaluation, every 5 epochs and in the 2 plain epochs.
+    # 19 epochs: 50 + 14 * 10 + 4 evaluations * 2 = 198 s <= 200; 20 epochs: 208 s.
+    assert fit_max_epoch(200, 50, 5, 10.0, 2.0, 5, 2, 300) == 19
+    assert fit_max_epoch(208, 50, 5, 10.0, 2.0, 5, 2, 300) == 20
+    assert fit_max_epoch(10_000, 50, 5, 10.0, 2.0, 5, 2, 30) == 30  # never beyond the Exp's max_epoch
+    # nothing fits any more: one more epoch with mosaic, then the plain phase
+    assert fit_max_epoch(40, 50, 5, 10.0, 2.0, 5, 2, 300) == 8
+
+
+def test_time_budget_plans_from_the_end_of_the_warm_up_until_the_plain_phase():
+    budget = TimeBudget(minutes=10.0, margin=0.0)  # 600 s
+    for _ in range(4):
+        budget.record_epoch(10.0)
+    assert budget.plan(40, 4, 300, 300, warmup_epochs=5, eval_interval=10, no_aug_epochs=5) is None  # warming up
+    budget.record_epoch(10.0)
+    # 50 s spent; no evaluation seen yet: counted as 2.5 s
+    planned = budget.plan(50, 5, 300, 300, warmup_epochs=5, eval_interval=10, no_aug_epochs=5)
+    assert planned == fit_max_epoch(600, 50, 5, 10.0, 2.5, 10, 5, 300) and 50 <= planned < 60
+    budget.record_eval(2.5)
+    assert budget.estimate() == (10.0, 2.5)
+    assert budget.plan(50, 5, planned, 300, 5, 10, 5) is None  # it fits: unchanged
+    assert budget.plan(300, 6, planned, 300, 5, 10, 5) < planned  # far behind: shorter
+    # with a margin of 30 s (570 of 600 s): 54 epochs fit it at 50 s spent
+    budget.margin = 0.05
+    assert budget.plan(50, 5, 54, 300, 5, 10, 5) is None
+    # 10 s behind: 53 fit the margin, 56 the whole budget: within the tolerance of 2 epochs, unchanged
+    assert budget.plan(60, 5, 54, 300, 5, 10, 5) is None
+    # a schedule of 57 epochs no longer fits the whole budget (56): moved to the margin's fit at once
+    assert budget.plan(60, 5, 57, 300, 5, 10, 5) == 53
+    budget.margin = 0.0
+    assert budget.plan(300, planned - 5, planned, 300, 5, 10, 5) is None  # the plain phase has begun
+    # the machine turned faster: epochs of 5 s from now on, and the schedule grows again (not beyond the Exp's)
+    for _ in range(20):
+        budget.record_epoch(5.0)
+    longer = budget.plan(100, 10, planned, 300, 5, 10, 5)
+    assert longer == fit_max_epoch(600, 100, 10, 5.0, 2.5, 10, 5, 300) > planned + 2
+    assert budget.plan(100, 10, longer - 1, 300, 5, 10, 5) is None  # one more epoch would fit: not worth a change
+    assert budget.plan(0, 10, 20, 30, 5, 10, 5) == 30  # up to the ceiling only
+
+
+def test_a_run_with_a_time_budget_ends_within_it(tmp_path):
+    """40 epochs asked, 12 s allowed: the schedule is cut when the warm-up ends, the plain phase still runs, the lr
+    ends at its minimum (the cosine was refitted), and the checkpoint keeps the fitted max_epoch for a resume."""
+    trainer = run_train_cli(train_argv(tmp_path, max_epoch=40, warmup_epochs=3, no_aug_epochs=1, eval_interval=2,
+                                       max_train_minutes=0.2, save_history_ckpt=False))
+    folder = run_dir(tmp_path)
+    log = (folder / "train_log.txt").read_text()
+    assert "max_train_minutes 0.2:" in log and "--->No mosaic aug now!" in log
+    assert 5 <= trainer.max_epoch < 40
+    last = load(folder / "last_epoch_ckpt.pth")
+    assert last["max_epoch"] == trainer.max_epoch == last["start_epoch"] and last["max_epoch_asked"] == 40
+    metrics = read_metrics(folder)
+    steps = [m for m in metrics if "lr" in m]
+    assert steps[-1]["iteration"] == trainer.max_epoch * trainer.max_iter
+    assert steps[-1]["lr"] == pytest.approx(0.01 / 4 * 8 * 0.05)  # basic_lr_per_img * batch 8 * min_lr_ratio
+    assert [m["epoch"] for m in metrics if "AP50" in m][-1] == trainer.max_epoch
+
+    # a resume keeps the fitted schedule (here: the run is complete, nothing is left to train)
+    resumed = run_train_cli(train_argv(tmp_path, "--resume", max_epoch=40, warmup_epochs=3, no_aug_epochs=1,
+                                       eval_interval=2, max_train_minutes=0.2, save_history_ckpt=False))
+    assert resumed.max_epoch == trainer.max_epoch and resumed.start_epoch == trainer.max_epoch
