@@ -550,11 +550,12 @@ class Trainer:
             self.data_seed = ckpt.get("data_seed")
             if ckpt.get("input_size") is not None:
                 self.input_size = tuple(int(v) for v in ckpt["input_size"])
-            if self.time_budget is not None and ckpt.get("max_epoch") is not None:
-                # the schedule the budget fitted, and the time already spent, carry over
-                self._max_epoch_asked = int(ckpt.get("max_epoch_asked", self.max_epoch))
-                self.max_epoch = self.exp.max_epoch = min(int(ckpt["max_epoch"]), self._max_epoch_asked)
+            if self.time_budget is not None:
+                # the time already spent, and the schedule the budget fitted (unless this command asks for another
+                # max_epoch than the run did), carry over
                 self.train_start_time = time.time() - float(ckpt.get("train_seconds", 0.0))
+                if ckpt.get("max_epoch") is not None and ckpt.get("max_epoch_asked") == self.max_epoch:
+                    self.max_epoch = self.exp.max_epoch = int(ckpt["max_epoch"])
             if self.args.start_epoch is not None:
                 self.start_epoch = self.args.start_epoch - 1
                 ckpt.pop("iteration", None)  # -e: from the start of that epoch

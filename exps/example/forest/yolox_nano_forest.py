@@ -34,12 +34,11 @@ class Exp(NanoExp):
         # epochs, and at batch 4 twice the updates of batch 8 for the same images. lr 0.01 per batch of 4 (16x the
         # official nano's 0.01 per 64 images), a long warm-up, and only the last 6 epochs without mosaic: longer
         # plain phases raised AP50:95 but lowered AP50 on these tiles (the model starts to learn the 49 tiles by heart).
-        # 300 epochs (3900 iterations) fit 20 minutes on a 2-core CPU with room for a slower one (14.2 min on a Zen 4)
-        # and reached AP50 0.46-0.52 in four runs; 420 (`max_epoch 420 warmup_epochs 20`) reached 0.53-0.57 in four
-        # runs but took 21-35 min.
-        self.max_epoch = 300
-        # These 2-core machines differ by up to 3x in speed: on a slower one the run stops at what fits 19 minutes
-        # (the trainer lowers max_epoch when the warm-up ends, from the epoch and evaluation times it measured).
+        # AP50 rises with the epochs (300: 0.46-0.52 in four runs, 420: 0.53-0.57 in four), and these 2-core machines
+        # differ by up to 3x in speed (300 epochs: 14 min on a Zen 4, 26-30 min on a Xeon with AMX). So the
+        # run asks for 420 epochs and at most 19 minutes: when the warm-up ends the trainer fits max_epoch (and the
+        # cosine lr) to what this machine does in that time, evaluations and the plain epochs included.
+        self.max_epoch = 420
         self.max_train_minutes = 19.0
         self.warmup_epochs = 15
         self.no_aug_epochs = 6
