@@ -5,6 +5,7 @@ import json
 import re
 import struct
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,13 +65,29 @@ def wandb_offline(tmp_path, monkeypatch):
     wandb.teardown()
 
 
-def wandb_records(wandb_dir):
-    """The records of the one offline run under wandb_dir: its .wandb file is a LevelDB-style log (7-byte file
-    header, 32 KiB blocks of chunks with a crc32 / length / type header) of protobuf Records."""
+def wandb_records(wandb_dir, timeout=60.0):
+    """The records of the one offline run under wandb_dir, once its exit record is written (wandb's service process
+    may still be writing the file when finish() has returned)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _wandb_file_records(wandb_dir)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
+def _wandb_file_records(wandb_dir):
+    """The records in the offline run's .wandb file: a LevelDB-style log (7-byte file header, 32 KiB blocks of
+    chunks with a crc32 / length / type header) of protobuf Records."""
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = glob.glob(str(Path(wandb_dir) / "wandb" / "offline-run-*" / "run-*.wandb"))
+    paths = glob.glob(str(Path(wandb_dir) / "wandb" / "offline-run-*" / "run-*.wandb"))
+    if not paths:
+        return []
+    (path,) = paths
     data = Path(path).read_bytes()
+    if len(data) < 7:
+        return []
     assert data[:4] == b":W&B"
     block, pos, pending, records = 32768, 7, b"", []
     while pos + 7 <= len(data):

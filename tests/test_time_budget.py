@@ -91,3 +91,19 @@ def test_a_run_with_a_time_budget_ends_within_it(tmp_path):
     resumed = run_train_cli(train_argv(tmp_path, "--resume", max_epoch=40, warmup_epochs=3, no_aug_epochs=1,
                                        eval_interval=2, max_train_minutes=0.2, save_history_ckpt=False))
     assert resumed.max_epoch == trainer.max_epoch and resumed.start_epoch == trainer.max_epoch
+
+
+def test_a_burst_of_slow_epochs_does_not_cut_the_schedule_but_a_lasting_slowdown_does():
+    budget = TimeBudget(minutes=10.0, margin=0.0)  # 600 s
+    for _ in range(20):
+        budget.record_epoch(5.0)
+    assert budget.estimate()[0] == 5.0
+    for _ in range(8):  # a minute of another process on the cores: 8 epochs at 4x the time
+        budget.record_epoch(20.0)
+    assert budget.estimate()[0] == 5.0
+    for _ in range(5):  # back to normal
+        budget.record_epoch(5.0)
+    assert budget.estimate()[0] == 5.0
+    for _ in range(11):  # slower for good: followed once it holds for most of the window
+        budget.record_epoch(8.0)
+    assert budget.estimate()[0] == 8.0

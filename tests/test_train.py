@@ -38,6 +38,7 @@ def test_two_epoch_run_writes_checkpoints_log_and_an_ap_that_eval_reproduces(tmp
     assert {"latest_ckpt.pth", "last_epoch_ckpt.pth", "best_ckpt.pth", "epoch_1_ckpt.pth", "epoch_2_ckpt.pth",
             "last_mosaic_epoch_ckpt.pth", "train_log.txt", "metrics.jsonl"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
+    assert trainer.epoch == 1 and trainer.max_epoch == 2  # the last epoch trained, 0-based, as the official loop
 
     log = (folder / "train_log.txt").read_text()
     assert len(LOG_LINE.findall(log)) == 2 * trainer.max_iter  # print_interval 1

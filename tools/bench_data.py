@@ -67,10 +67,9 @@ def main(argv=None):
     size = (args.size, args.size)
     with contextlib.redirect_stdout(sys.stderr):  # pycocotools prints; keep stdout for the table / JSON
         dataset = COCODataset(args.data_dir, args.ann, args.name, img_size=size, cache=not args.no_cache)
-    rows, result = [], {"input_size": size, "cv2_threads": cv2.getNumThreads(), "throughput": []}
     worker_counts = [int(n) for n in str(args.workers).split(",") if n.strip() and int(n) > 0]
-
     cv2.setNumThreads(args.cv2_threads)
+    rows, result = [], {"input_size": size, "cv2_threads": cv2.getNumThreads(), "throughput": []}
     if args.no_heap_tuning:
         os.environ["YOLOX_MALLOC_TUNING"] = "0"  # read by this process and by the workers
     # as in the trainer's data processes (yolox.utils.heap)

@@ -10,6 +10,7 @@ lr) is logged.
 """
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import List
@@ -78,10 +79,11 @@ class TimeBudget:
         self.eval_seconds.append(float(seconds))
 
     def estimate(self):
-        """(seconds per epoch, seconds per evaluation): the mean of the recent epochs (up to 20), which spreads the
-        multi-scale sizes; an evaluation not seen yet is counted as a quarter of an epoch."""
-        recent = self.epoch_seconds[-20:]
-        epoch_s = sum(recent) / len(recent)
+        """(seconds per epoch, seconds per evaluation): the median of the recent epochs (up to 20), which spreads the
+        multi-scale sizes and ignores a burst of slow epochs (another process on the cores for a minute or two: the
+        time it cost is in the elapsed time already) but follows a machine that stays slower for 10 epochs or more;
+        an evaluation not seen yet is counted as a quarter of an epoch."""
+        epoch_s = statistics.median(self.epoch_seconds[-20:])
         eval_s = max(self.eval_seconds[-5:]) if self.eval_seconds else 0.25 * epoch_s
         return epoch_s, eval_s
 

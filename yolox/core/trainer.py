@@ -163,10 +163,12 @@ class Trainer:
 
     def train_in_epoch(self):
         self.epoch = self.start_epoch
-        while self.epoch < self.max_epoch:  # max_epoch may be lowered on the way (max_train_minutes)
+        while self.epoch < self.max_epoch:  # max_epoch may change on the way (max_train_minutes)
             self.before_epoch()
             self.train_in_iter()
             self.after_epoch()
+            if self.epoch + 1 >= self.max_epoch:
+                break  # self.epoch stays the last epoch trained (0-based), as after a for loop
             self.epoch += 1
         self._finished = True
 
