@@ -266,6 +266,28 @@ def test_mosaic_reads_only_the_tiles_it_shows(forest416_files, monkeypatch):
                for (a, la), (b, lb) in zip(_samples(lazy, range(8), lambda s: s % len(forest416_files)), want[:8]))
 
 
+def test_an_image_drawn_twice_in_a_sample_is_decoded_once(tmp_path, monkeypatch):
+    """Two images, so every sample draws one of them at least twice among its 4 tiles and the MixUp image: at
+    most one decode per image (PNG files: never reduced), and the very samples of decoding each draw anew."""
+    make_coco(tmp_path, [(64, 64), (64, 64)], boxes_per_image=3)
+    ds = COCODataset(str(tmp_path), img_size=(64, 64), cache=False)
+    mosaic = MosaicDetection(ds, (64, 64), preproc=None, **MOSAIC_KW)
+    per_sample, got = [], []
+    with _CountingReads(ds) as reads:
+        for seed in range(12):
+            before = len(reads.calls)
+            got += _samples(mosaic, [seed], lambda s: s % 2)
+            per_sample.append(len(reads.calls) - before)
+    assert 0 < max(per_sample) <= 2 and sum(per_sample) < 12 * 4
+    monkeypatch.setattr("yolox.data.datasets.mosaicdetection._read_once", lambda source, index, reads: source)
+    with _CountingReads(ds) as reads:
+        want = _samples(mosaic, range(12), lambda s: s % 2)
+    assert len(reads.calls) > sum(per_sample)  # without the memo the repeats are decoded again
+    for (a, la), (b, lb) in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+
+
 def test_reduced_decode_and_its_limits(forest416_files, tmp_path):
     from yolox.data.datasets.datasets_wrapper import decode_reduction_limit, read_image_file
 

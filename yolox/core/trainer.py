@@ -252,6 +252,12 @@ class Trainer:
         if getattr(self.train_loader, "num_workers", 0) == 0:
             keep_image_buffers_in_heap()  # this process builds the samples itself (see yolox.utils.heap)
         self.max_iter = len(self.train_loader)
+        if self.exp.print_interval > self.max_iter:
+            logger.warning(
+                f"print_interval {self.exp.print_interval} is above the {self.max_iter} iterations of an epoch (batch "
+                f"{self.args.batch_size} over {get_world_size()} process(es)): no progress line, and no loss in "
+                f"metrics.jsonl or the training curve; set print_interval to {self.max_iter} or less"
+            )
         self._check_class_count()
         self._align_resume_with_loader(ckpt)
         self.lr_scheduler = self.exp.get_lr_scheduler(self.exp.basic_lr_per_img * self.args.batch_size, self.max_iter)

@@ -127,12 +127,18 @@ def random_affine(img, targets=(), target_size=(640, 640), degrees=10, translate
     return img, targets
 
 
-def _mirror(image, boxes, prob=0.5):
-    """Horizontal flip with probability prob (one random.random() draw); boxes (N, 4) xyxy changed in place."""
+def _mirror(image, boxes, prob=0.5, inplace=False):
+    """Horizontal flip with probability prob (one random.random() draw); boxes (N, 4) xyxy changed in place.
+
+    inplace: the caller owns a contiguous uint8 image, which is flipped where it is instead of into a new array."""
     _, width, _ = image.shape
     if random.random() < prob:
-        # a new contiguous array (cv2.flip), or the official view for other dtypes
-        image = cv2.flip(np.ascontiguousarray(image), 1) if image.dtype == np.uint8 else image[:, ::-1]
+        if image.dtype != np.uint8:
+            image = image[:, ::-1]  # the official view
+        elif inplace and image.flags.c_contiguous and image.flags.writeable:
+            cv2.flip(image, 1, dst=image)
+        else:
+            image = cv2.flip(np.ascontiguousarray(image), 1)
         boxes[:, 0::2] = width - boxes[:, 2::-2]
     return image, boxes
 
@@ -209,7 +215,7 @@ class TrainTransform:
         if do_hsv:
             # a new array: the caller's image (image_o) is never changed
             image = _shift_hsv(np.ascontiguousarray(image), _draw_hsv_gains())
-        image_t, boxes = _mirror(image, boxes, self.flip_prob)
+        image_t, boxes = _mirror(image, boxes, self.flip_prob, inplace=do_hsv)  # the HSV image is this call's own
 
         r_ = min(input_dim[0] / image_t.shape[0], input_dim[1] / image_t.shape[1])
         boxes = xyxy2cxcywh(boxes)

@@ -5,6 +5,8 @@ image with two resizes, a flip, a zero pad and a crop, and blends in float32. Ev
 map of pixel coordinates, so each source image goes through a single composed warp here, and the 50/50 blend is
 the exact integer floor((a + b) / 2) of the official float blend. Same geometry, up to interpolation.
 """
+import math
+
 import cv2
 import numpy as np
 
@@ -122,16 +124,13 @@ def warp_mosaic_tiles(out, tiles, M):
         ox0, oy0, ox1, oy1 = _points_bbox(outline, dsize)
         if ox1 <= ox0 or oy1 <= oy0:
             continue
-        # The mask's rasterisation may take output pixels up to one pixel beyond the outline, so the crop gets a
-        # replicated border wide enough that every masked pixel samples the tile itself, never warpAffine's
-        # constant border.
-        out_px = 1.0 / max(_smallest_singular_value(A[:, :2]), 1e-6)  # source pixels per output pixel (at most)
-        pad = 2 + int(np.ceil(out_px))
-        crop = cv2.copyMakeBorder(img[y0:y1, x0:x1], pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        A[:, 2] += A[:, :2] @ (-pad, -pad)  # padded crop pixels -> output
+        # The mask's rasterisation may take output pixels up to one pixel beyond the outline: there the warp
+        # replicates the crop's edge pixels (warpAffine bounds its reads by the crop, a view, not by the image
+        # around it), so every masked pixel samples the tile itself, never a constant border.
         A[:, 2] -= (ox0, oy0)
         box_wh = (ox1 - ox0, oy1 - oy0)
-        warped = cv2.warpAffine(crop, A, box_wh, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        warped = cv2.warpAffine(img[y0:y1, x0:x1], A, box_wh, flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
         mask = np.zeros((box_wh[1], box_wh[0]), dtype=np.uint8)
         # outline in 1/16 pixel units, relative to the box
         poly = np.round((outline - (ox0, oy0)) * 16).astype(np.int32)
@@ -140,20 +139,13 @@ def warp_mosaic_tiles(out, tiles, M):
     return num_read
 
 
-def _smallest_singular_value(m):
-    """Smaller singular value of a 2x2 matrix, in closed form (numpy's svd costs more than the rest of a tile)."""
-    (a, b), (c, d) = m.tolist()
-    t = a * a + b * b + c * c + d * d
-    det = a * d - b * c
-    return np.sqrt(max(0.5 * (t - np.sqrt(max(t * t - 4.0 * det * det, 0.0))), 0.0))
-
-
 def _points_bbox(pts, dsize):
     """Integer (x0, y0, x1, y1) of the output pixels around points pts (N, 2), inside dsize (w, h)."""
-    x0 = max(int(np.floor(pts[:, 0].min())), 0)
-    y0 = max(int(np.floor(pts[:, 1].min())), 0)
-    x1 = min(int(np.ceil(pts[:, 0].max())) + 1, dsize[0])
-    y1 = min(int(np.ceil(pts[:, 1].max())) + 1, dsize[1])
+    xs, ys = pts[:, 0].tolist(), pts[:, 1].tolist()  # a few points: Python's min/max beat numpy's reductions
+    x0 = max(math.floor(min(xs)), 0)
+    y0 = max(math.floor(min(ys)), 0)
+    x1 = min(math.ceil(max(xs)) + 1, dsize[0])
+    y1 = min(math.ceil(max(ys)) + 1, dsize[1])
     return x0, y0, x1, y1
 
 

@@ -70,6 +70,20 @@ def mixup_boxes(cp_labels, scale, jit_wh, flip, offset, target_wh):
     return np.hstack((boxes, cp_labels[:, 4:5]))
 
 
+def _read_once(source, index, reads):
+    """source(reduction) remembered in `reads` under (index, reduction): the warps only read the image, so the
+    same array serves every tile of the sample that shows it."""
+
+    def read(reduction=1):
+        key = (index, reduction)
+        if key not in reads:
+            reads[key] = source(reduction)
+        return reads[key]
+
+    read.max_reduction = getattr(source, "max_reduction", 1)
+    return read
+
+
 class MosaicDetection(Dataset):
     """Detection dataset wrapper doing Mosaic (with probability mosaic_prob) then MixUp (mixup_prob).
 
@@ -106,6 +120,7 @@ class MosaicDetection(Dataset):
         self.mosaic_prob = mosaic_prob
         self.mixup_prob = mixup_prob
         self._mosaic_closed = False
+        self._sample_reads = None
         # read-only cached images can be warped without a copy (only datasets that say so)
         self._views = bool(getattr(dataset, "_pull_item_views", False))
 
@@ -131,10 +146,13 @@ class MosaicDetection(Dataset):
 
     def _lazy_pull(self, index):
         """(source, labels, resized (h, w), source (h, w), id): source is the image, or, for datasets with
-        lazy_pull (COCO, VOC), a function that reads it when called (see warp_mosaic_tiles)."""
+        lazy_pull (COCO, VOC), a function that reads it when called (see warp_mosaic_tiles). Within a sample, an
+        image drawn twice (two tiles, or a tile and the MixUp image) is decoded once at each reduction."""
         lazy = getattr(self._dataset, "lazy_pull", None)
         pulled = lazy(index) if lazy is not None else None
         if pulled is not None:
+            if callable(pulled[0]) and self._sample_reads is not None:
+                pulled = (_read_once(pulled[0], index, self._sample_reads),) + tuple(pulled[1:])
             return pulled
         img, labels, resized_hw, img_id = self._pull(index)
         return img, labels, resized_hw, img.shape[:2], img_id
@@ -146,6 +164,13 @@ class MosaicDetection(Dataset):
 
     @Dataset.mosaic_getitem
     def __getitem__(self, idx):
+        self._sample_reads = {}  # (index, reduction) -> the image decoded for this sample
+        try:
+            return self._mosaic_or_plain(idx)
+        finally:
+            self._sample_reads = None
+
+    def _mosaic_or_plain(self, idx):
         if self.enable_mosaic and not self._mosaic_closed and random.random() < self.mosaic_prob:
             input_h, input_w = self._dataset.input_dim[0], self._dataset.input_dim[1]
             yc = int(random.uniform(0.5 * input_h, 1.5 * input_h))
