@@ -22,9 +22,10 @@ class Exp(NanoExp):
 
         # 400x400 tiles: train and evaluate at 352, multi-scale 288-416 (no zoom-out below 0.5: crowns are small).
         # Within the time budget below, iterations count more than pixels: on a Xeon with AMX, two 19-minute runs at
-        # 352 fitted 268-293 epochs and ended at AP50 0.509 and 0.501 (a third, in a faster hour: 361, 0.479), two at
-        # 416 fitted 233-267 and ended at 0.416 and 0.493; at 512 an earlier fixed-time loop did worse than at 416
-        # (0.38 against 0.41). Evaluate at the training size: the 352 model scored 0.466 at 416.
+        # 352 fitted 268-293 epochs and ended at AP50 0.509 and 0.501 (two more: 361, 0.479 and 318, 0.458), two at
+        # 416 fitted 233-267 and ended at 0.416 and 0.493, one at 320 fitted 406 and ended at 0.497; at 512 an earlier
+        # fixed-time loop did worse than at 416 (0.38 against 0.41). Evaluate at the training size: the 352 model
+        # scored 0.466 at 416.
         self.input_size = (352, 352)
         self.test_size = (352, 352)
         self.random_size = (9, 13)
