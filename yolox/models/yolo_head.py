@@ -144,13 +144,16 @@ class YOLOXHead(nn.Module):
 
         # Positives, gathered with a bound known on the host (each gt takes at most 10 anchors).
         bound = min(B * A, TOPK_IOU * asg.num_gts)
-        # No ground truth in the batch: the terms are sums over no positive, as the official's empty fg mask gives,
-        # still in the graph (zero gradients), so that under DistributedDataParallel every parameter of the head
-        # takes part in each process's backward even when its share of the batch has no box.
-        loss_iou = bbox_preds.reshape(-1, 4)[:0].sum()
-        loss_cls = cls_logits.reshape(-1, K)[:0].sum()
-        loss_l1 = reg_raw.reshape(-1, 4)[:0].sum() if self.use_l1 else reg_raw.new_zeros(())
-        if bound > 0:
+        loss_l1 = reg_raw.new_zeros(())
+        if bound == 0:
+            # No ground truth in the batch: the terms are sums over no positive, as the official's empty fg mask
+            # gives, still in the graph (zero gradients), so that under DistributedDataParallel every parameter of
+            # the head takes part in each process's backward even when its share of the batch has no box.
+            loss_iou = bbox_preds.reshape(-1, 4)[:0].sum()
+            loss_cls = cls_logits.reshape(-1, K)[:0].sum()
+            if self.use_l1:
+                loss_l1 = reg_raw.reshape(-1, 4)[:0].sum()
+        else:
             pos = torch.sort((~fg).reshape(-1).to(torch.uint8), stable=True).indices[:bound]  # (N,) positives first
             is_pos = fg.reshape(-1)[pos]  # (N,)
             img, anchor = pos // A, pos % A
