@@ -71,6 +71,7 @@ def _worker(rank, world_size, port, out_file):
                 f.write(f"{ap!r} {ap50!r}\n{summary}")
         else:
             assert summary is None  # only rank 0 scores
+        dist.barrier()  # leave together: a rank that tears gloo down while the other still scores can abort
     finally:
         dist.destroy_process_group()
 

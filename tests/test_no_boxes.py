@@ -56,6 +56,7 @@ def _ddp_worker(rank, port, result_dir):
             loss.backward()
             opt.step()
         torch.save(model.module.head.cls_preds[0].weight.detach(), os.path.join(result_dir, f"rank{rank}.pt"))
+        dist.barrier()  # leave together (see test_eval_distributed)
     finally:
         dist.destroy_process_group()
 
