@@ -68,9 +68,16 @@ def wandb_offline(tmp_path, monkeypatch):
 def wandb_records(wandb_dir, timeout=60.0):
     """The records of the one offline run under wandb_dir, once its exit record is written (wandb's service process
     may still be writing the file when finish() has returned)."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + timeout
     while True:
-        records = _wandb_file_records(wandb_dir)
+        try:
+            records = _wandb_file_records(wandb_dir)
+        except DecodeError:  # a record read while it is being written: read again
+            if time.monotonic() > deadline:
+                raise
+            records = []
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             return records
         time.sleep(0.1)
