@@ -95,6 +95,22 @@ def test_mixup_blend_is_the_exact_floor_average(mixed_sizes):
         assert (np.abs(a.astype(int) - b.astype(int)) <= 1).mean() > 0.97
 
 
+def test_mixup_blend_floor_average_for_every_pair_of_bytes():
+    """blend_mixup_into gives floor((a + b) / 2) for all 256 x 256 byte pairs, and halves the rows and columns
+    outside the MixUp image's content (the official blends them with zero padding)."""
+    from yolox.data.mosaic_warp import blend_mixup_into
+
+    a = np.repeat(np.arange(256, dtype=np.uint8), 256).reshape(256, 256, 1).repeat(3, axis=2)  # (256, 256, 3)
+    b = np.ascontiguousarray(a.transpose(1, 0, 2))  # every (a, b) pair once
+    out = np.full((260, 263, 3), 201, dtype=np.uint8)
+    out[:256, :256] = a
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # output pixel -> the same source pixel
+    blend_mixup_into(out, b, identity, (256, 256))
+    expected = (a.astype(np.int32) + b.astype(np.int32)) // 2
+    np.testing.assert_array_equal(out[:256, :256], expected)
+    assert (out[256:] == 100).all() and (out[:, 256:] == 100).all()
+
+
 def test_mosaic_outputs_shapes_and_valid_boxes(forest416):
     ds = MosaicDetection(forest416, (416, 416), preproc=TrainTransform(max_labels=120), **MOSAIC_KW)
     random.seed(3)

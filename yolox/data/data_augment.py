@@ -23,14 +23,9 @@ __all__ = [
 ]
 
 
-def _hsv_lut(hsv_augs):
-    """(256, 1, 3) uint8 table: hue shifted modulo 180, saturation and value shifted and clipped to 0-255."""
-    levels = np.arange(256, dtype=np.int16)
-    lut = np.empty((256, 1, 3), dtype=np.uint8)
-    lut[:, 0, 0] = (levels + hsv_augs[0]) % 180
-    lut[:, 0, 1] = np.clip(levels + hsv_augs[1], 0, 255)
-    lut[:, 0, 2] = np.clip(levels + hsv_augs[2], 0, 255)
-    return lut
+def _hue_lut(dh):
+    """(256,) uint8 table: hue shifted by dh modulo 180 (the official int16 arithmetic; OpenCV's hue is 0-179)."""
+    return ((np.arange(256, dtype=np.int16) + dh) % 180).astype(np.uint8)
 
 
 def _draw_hsv_gains(hgain=5, sgain=30, vgain=30):
@@ -56,7 +51,7 @@ def _shift_hsv(img, hsv_augs, dst=None):
         cv2.subtract(img_hsv, (0, max(-ds, 0), max(-dv, 0), 0), dst=img_hsv)
     if dh:  # hue modulo 180: a one-channel table on the hue plane alone
         hue = cv2.extractChannel(img_hsv, 0)
-        cv2.LUT(hue, np.ascontiguousarray(_hsv_lut((dh, 0, 0))[:, 0, 0]), dst=hue)
+        cv2.LUT(hue, _hue_lut(dh), dst=hue)
         cv2.insertChannel(hue, img_hsv, 0)
     if dst is None:
         return cv2.cvtColor(img_hsv, cv2.COLOR_HSV2BGR)
