@@ -20,6 +20,7 @@ from yolox.data import (
     MosaicDetection,
     TrainTransform,
     YoloBatchSampler,
+    channels_last_collate,
     worker_init_reset_seed,
 )
 
@@ -114,6 +115,36 @@ def test_same_seed_reproduces_a_mosaic_batch_whatever_the_workers():
     # starting after 4 samples reproduces the second batch, as a resumed run does
     (d2, d3, _) = batches(7, 2, start=4)
     assert torch.equal(d2[0], a2[0]) and torch.equal(d3[1], a3[1])
+
+
+class _HWCViews(TorchDataset):
+    """(C, H, W) uint8 views of (H, W, C) arrays, as TrainTransform(image_dtype=np.uint8) gives them."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        i = i[1] if isinstance(i, tuple) else i  # YoloBatchSampler gives (mosaic, index)
+        hwc = np.random.default_rng(i).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+        return hwc.transpose(2, 0, 1), np.full((2, 5), i, np.float32), (5, 7), i
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_channels_last_collate_stacks_hwc_views_without_transposing(num_workers):
+    ds = _HWCViews()
+    loader = DataLoader(ds, batch_size=3, shuffle=False, num_workers=num_workers, collate_fn=channels_last_collate)
+    imgs, labels, info, ids = next(iter(loader))
+    assert imgs.shape == (3, 3, 5, 7) and imgs.dtype == torch.uint8
+    assert imgs.is_contiguous(memory_format=torch.channels_last) and not imgs.is_contiguous()
+    assert torch.equal(imgs, torch.from_numpy(np.stack([ds[i][0] for i in range(3)])))  # the same (C, H, W) values
+    assert labels.shape == (3, 2, 5) and ids.tolist() == [0, 1, 2] and [t.tolist() for t in info] == [[5] * 3, [7] * 3]
+    # cast as the trainer does: still channels_last, the memory format of the model
+    assert imgs.float().is_contiguous(memory_format=torch.channels_last)
+    # contiguous (C, H, W) arrays (the official float32 images) and anything else: default_collate
+    planar = [np.ascontiguousarray(ds[i][0], dtype=np.float32) for i in range(2)]
+    out = channels_last_collate([(a, 1) for a in planar])
+    assert out[0].is_contiguous() and torch.equal(out[0], torch.from_numpy(np.stack(planar)))
+    assert channels_last_collate([np.zeros((1, 4, 4), np.uint8).transpose(0, 1, 2)] * 2).is_contiguous()
 
 
 def test_prefetcher_on_cpu_passes_batches_through():

@@ -187,7 +187,19 @@ def test_train_transform_equals_the_official_algorithm(forest416):
         random.setstate(state[0])
         np.random.set_state(state[1])
         c, lc = TrainTransform(max_labels=120, image_dtype=np.uint8)(img, labels.copy(), (416, 416))
-        assert c.dtype == np.uint8 and c.flags.c_contiguous and np.array_equal(c, a) and np.array_equal(lc, la)
+        assert c.dtype == np.uint8 and c.transpose(1, 2, 0).flags.c_contiguous  # (C, H, W) view of HWC memory
+        assert np.array_equal(c, a) and np.array_equal(lc, la) and not np.may_share_memory(c, img)
+
+
+def test_uint8_train_transform_never_returns_the_callers_memory():
+    # no HSV, no flip, already the input size: the one case where the image would pass through untouched
+    img = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    targets = np.array([[10, 20, 50, 60, 0]], dtype=np.float64)
+    t = TrainTransform(max_labels=4, flip_prob=0.0, hsv_prob=0.0, image_dtype=np.uint8)
+    for boxes in (targets, targets[:0], np.array([[1, 1, 1.5, 1.5, 0]])):  # kept, none, all degenerate
+        out, _ = t(img, boxes.copy(), (64, 96))
+        assert out.shape == (3, 64, 96) and np.array_equal(out, img.transpose(2, 0, 1))
+        assert not np.may_share_memory(out, img) and out.transpose(1, 2, 0).flags.c_contiguous
 
 
 def test_train_transform_boxes_flip_degenerate_and_padding():

@@ -5,10 +5,9 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 from .data_augment import TrainTransform
-from .dataloading import DataLoader, worker_init_reset_seed
+from .dataloading import DataLoader, channels_last_collate, worker_init_reset_seed
 from .datasets import DirectMosaicDetection, MosaicDetection
 from .samplers import InfiniteSampler, YoloBatchSampler
 from .transform_reference import DirectTrainTransform
@@ -94,9 +93,9 @@ def replay_seconds(dataset, calls):
 
 
 def _collate_images(batch):
-    """The images stacked as the trainer's loader does (default_collate: in a worker, straight into the shared
+    """The images stacked as the trainer's loader does (channels_last_collate: in a worker, straight into the shared
     memory that carries the batch to the main process); labels (ragged without TrainTransform) stay a list."""
-    return default_collate([np.ascontiguousarray(b[0]) for b in batch]), [b[1] for b in batch]
+    return channels_last_collate([b[0] for b in batch]), [b[1] for b in batch]
 
 
 def _loader(mosaic_dataset, num_workers, batch_size, seed=0):

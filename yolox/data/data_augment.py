@@ -182,7 +182,9 @@ class TrainTransform:
     Boxes at most 1 pixel wide or high after the resize are dropped; unlike the official release, which then keeps
     them all when none is left, a sample with no valid box gets no label (rows of zeros are padding).
     image_dtype: np.float32 (official) or np.uint8: the same 0-255 values in a quarter of the bytes, which is what
-    DataLoader workers copy to the main process; the trainer casts the batch on its device.
+    DataLoader workers copy to the main process; the trainer casts the batch on its device. The uint8 image is a
+    (C, H, W) view of this call's own (H, W, C) array, not a planar copy: the (C, H, W) values are the official
+    ones, and `channels_last_collate` stacks such views into a channels_last batch with one plain copy each.
     """
 
     def __init__(self, max_labels=50, flip_prob=0.5, hsv_prob=1.0, image_dtype=np.float32):
@@ -193,13 +195,19 @@ class TrainTransform:
         if self.image_dtype not in (np.float32, np.uint8):
             raise ValueError(f"TrainTransform image_dtype={image_dtype!r}: use np.float32 (official) or np.uint8")
 
-    def _chw(self, image, input_dim):
-        return _to_chw(_letterbox(image, input_dim)[0], dtype=self.image_dtype)
+    def _chw(self, image, input_dim, source):
+        """(C, H, W) letterboxed image; for uint8, a view of an (H, W, C) array that shares no memory with source."""
+        padded = _letterbox(image, input_dim)[0]  # (h_in, w_in, 3) uint8
+        if self.image_dtype != np.uint8 or padded.ndim != 3:
+            return _to_chw(padded, dtype=self.image_dtype)
+        if np.may_share_memory(padded, source) or not padded.flags.c_contiguous:
+            padded = np.array(padded, order="C")  # never hand out (a view of) the caller's image
+        return padded.transpose(2, 0, 1)  # (3, h_in, w_in) view, HWC memory
 
     def __call__(self, image, targets, input_dim):
         padded_labels = np.zeros((self.max_labels, 5), dtype=np.float32)
         if len(targets) == 0:
-            return self._chw(image, input_dim), padded_labels
+            return self._chw(image, input_dim, image), padded_labels
 
         boxes = np.array(targets[:, :4], dtype=np.float64)
         labels = np.array(targets[:, 4], dtype=np.float64)
@@ -218,9 +226,9 @@ class TrainTransform:
         keep = np.minimum(boxes[:, 2], boxes[:, 3]) > 1
         if not keep.any():
             # the official falls back to the un-augmented image; its labels would all be degenerate, so none is kept
-            return self._chw(image_o, input_dim), padded_labels
+            return self._chw(image_o, input_dim, image_o), padded_labels
 
-        image_t = self._chw(image_t, input_dim)
+        image_t = self._chw(image_t, input_dim, image_o)
         targets_t = np.hstack((labels[keep, None], boxes[keep]))[: self.max_labels]
         padded_labels[: len(targets_t)] = targets_t
         return image_t, padded_labels

@@ -13,7 +13,10 @@ from yolox.utils.heap import keep_image_buffers_in_heap
 
 from .samplers import YoloBatchSampler
 
-__all__ = ["DataLoader", "get_yolox_datadir", "worker_init_reset_seed", "list_collate", "DATASETS_README"]
+__all__ = [
+    "DataLoader", "get_yolox_datadir", "worker_init_reset_seed", "list_collate", "channels_last_collate",
+    "DATASETS_README",
+]
 
 
 def get_yolox_datadir():
@@ -79,3 +82,41 @@ def list_collate(batch):
         else:
             items[i] = default_collate(items[i])
     return items
+
+
+def _hwc_views(images):
+    """True when every entry is a (C, H, W) numpy view of (H, W, C) memory (C > 1), all of one shape and dtype."""
+    first = images[0]
+    if not (isinstance(first, np.ndarray) and first.ndim == 3 and first.shape[0] > 1):
+        return False
+    return all(
+        isinstance(a, np.ndarray) and a.shape == first.shape and a.dtype == first.dtype
+        and not a.flags.c_contiguous and a.transpose(1, 2, 0).flags.c_contiguous
+        for a in images
+    )
+
+
+def _stack_channels_last(images):
+    """[(C, H, W) views of (H, W, C) arrays] -> (N, C, H, W) tensor in channels_last memory, one plain copy each.
+
+    In a DataLoader worker the batch is written straight into shared memory, as default_collate does.
+    """
+    hwc = [torch.from_numpy(a.transpose(1, 2, 0)) for a in images]  # (H, W, C) each, contiguous
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        storage = hwc[0]._typed_storage()._new_shared(len(hwc) * hwc[0].numel(), device=hwc[0].device)
+        out = hwc[0].new(storage).resize_(len(hwc), *hwc[0].shape)
+    return torch.stack(hwc, 0, out=out).permute(0, 3, 1, 2)  # (N, H, W, C) memory seen as (N, C, H, W)
+
+
+def channels_last_collate(batch):
+    """default_collate, except that images given as (C, H, W) views of (H, W, C) arrays (TrainTransform with
+    uint8 images) are stacked into a channels_last (N, C, H, W) tensor: the memory format of the model's
+    activations, so neither the worker nor the model transposes the image. Anything else: default_collate."""
+    elem = batch[0]
+    if isinstance(elem, np.ndarray):
+        return _stack_channels_last(batch) if _hwc_views(batch) else default_collate(batch)
+    if isinstance(elem, (tuple, list)) and len(elem) > 0 and _hwc_views([b[0] for b in batch]):
+        rest = default_collate([tuple(b[1:]) for b in batch]) if len(elem) > 1 else []
+        return [_stack_channels_last([b[0] for b in batch]), *rest]
+    return default_collate(batch)

@@ -223,6 +223,7 @@ class Exp(BaseExp):
             MosaicDetection,
             TrainTransform,
             YoloBatchSampler,
+            channels_last_collate,
             worker_init_reset_seed,
         )
         from yolox.utils import wait_for_the_master
@@ -271,6 +272,8 @@ class Exp(BaseExp):
             "batch_sampler": batch_sampler,
             # each worker gets its own random seed, also with the 'fork' start method (pytorch issue 63311)
             "worker_init_fn": worker_init_reset_seed,
+            # uint8 images come as (C, H, W) views of (H, W, C) arrays: stacked as channels_last batches
+            "collate_fn": channels_last_collate,
         }
         return DataLoader(self.dataset, **dataloader_kwargs)
 
