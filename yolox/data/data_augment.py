@@ -167,9 +167,6 @@ def _to_chw(img, swap=(2, 0, 1), dtype=np.float32):
         return np.ascontiguousarray(img.transpose(swap), dtype=dtype)
     out = np.empty((img.shape[2], img.shape[0], img.shape[1]), dtype=dtype)  # (C, H, W)
     img = np.ascontiguousarray(img)
-    if out.dtype == np.uint8:  # cv2.split writes each plane straight into the output
-        cv2.split(img, list(out))
-        return out
     # splitting into contiguous uint8 planes, then widening each, is 2-3x faster than one strided transpose copy
     for c, plane in enumerate(cv2.split(img)):
         out[c] = plane

@@ -91,7 +91,7 @@ def _hwc_views(images):
         return False
     return all(
         isinstance(a, np.ndarray) and a.shape == first.shape and a.dtype == first.dtype
-        and not a.flags.c_contiguous and a.transpose(1, 2, 0).flags.c_contiguous
+        and a.transpose(1, 2, 0).flags.c_contiguous
         for a in images
     )
 
@@ -116,7 +116,9 @@ def channels_last_collate(batch):
     elem = batch[0]
     if isinstance(elem, np.ndarray):
         return _stack_channels_last(batch) if _hwc_views(batch) else default_collate(batch)
-    if isinstance(elem, (tuple, list)) and len(elem) > 0 and _hwc_views([b[0] for b in batch]):
-        rest = default_collate([tuple(b[1:]) for b in batch]) if len(elem) > 1 else []
-        return [_stack_channels_last([b[0] for b in batch]), *rest]
+    if isinstance(elem, (tuple, list)) and len(elem) > 0:
+        images = [b[0] for b in batch]
+        if _hwc_views(images):
+            rest = default_collate([tuple(b[1:]) for b in batch]) if len(elem) > 1 else []
+            return [_stack_channels_last(images), *rest]
     return default_collate(batch)
