@@ -60,11 +60,15 @@ def fit_max_epoch(budget_s, elapsed_s, epochs_done, epoch_s, eval_s, eval_interv
 class TimeBudget:
     """Bookkeeping of Exp.max_train_minutes: epoch and evaluation durations, and the max_epoch they allow.
 
-    minutes: the budget; margin: the share of it kept free for what is not measured (start-up, the curve, noise).
+    minutes: the budget; margin: the share of it kept free for what is not measured (start-up, the curve, noise);
+    window: the epochs the estimate of an epoch's time is taken over; tolerance: the relative change of max_epoch
+    below which the schedule is kept (unless it overruns the whole budget).
     """
 
     minutes: float
     margin: float = 0.03
+    window: int = 60
+    tolerance: float = 0.03
     epoch_seconds: List[float] = field(default_factory=list)
     eval_seconds: List[float] = field(default_factory=list)
 
@@ -79,20 +83,29 @@ class TimeBudget:
         self.eval_seconds.append(float(seconds))
 
     def estimate(self):
-        """(seconds per epoch, seconds per evaluation): the median of the recent epochs (up to 20), which spreads the
-        multi-scale sizes and ignores a burst of slow epochs (another process on the cores for a minute or two: the
-        time it cost is in the elapsed time already) but follows a machine that stays slower for 10 epochs or more;
-        an evaluation not seen yet is counted as a quarter of an epoch."""
-        epoch_s = statistics.median(self.epoch_seconds[-20:])
+        """(seconds per epoch, seconds per evaluation).
+
+        Epochs: the mean of the recent ones (up to `window`), leaving out those that took more than twice their
+        median. The mean, because the remaining time is a sum of epochs, and a long window, because epochs differ by
+        2x with the multi-scale size alone (288 to 416 pixels): over 20 epochs the estimate moved by 10-30% and the
+        schedule was refitted 30-60 times per run. A burst of slow epochs (another process on the cores for a minute)
+        is left out, its time being in the elapsed time already; a machine that stays slower raises the mean, and
+        a schedule that would overrun the whole budget is cut at once (`plan`). An evaluation not seen yet is
+        counted as a quarter of an epoch; otherwise the longest of the last 5.
+        """
+        recent = self.epoch_seconds[-self.window:]
+        typical = statistics.median(recent)
+        kept = [s for s in recent if s <= 2.0 * typical]
+        epoch_s = sum(kept) / len(kept)
         eval_s = max(self.eval_seconds[-5:]) if self.eval_seconds else 0.25 * epoch_s
         return epoch_s, eval_s
 
     def plan(self, elapsed_s, epochs_done, max_epoch, ceiling, warmup_epochs, eval_interval, no_aug_epochs):
         """The new max_epoch, or None to keep `max_epoch`: from the end of the warm-up (and at least 3 epochs
         measured) until the no-aug phase begins. The fit keeps the budget's margin free; the schedule moves to it
-        when it differs by 2% (and 2 epochs) or more, lower or higher (up to `ceiling`, the Exp's max_epoch), so that
-        the noise of the epoch times does not move it back and forth, and at once when the projected end of the run
-        overruns the whole budget."""
+        when it differs by `tolerance` (and 2 epochs) or more, lower or higher (up to `ceiling`, the Exp's
+        max_epoch), so that the noise of the epoch times does not move it back and forth, and at once when the
+        projected end of the run overruns the whole budget."""
         if not self.epoch_seconds or epochs_done < max(warmup_epochs, 3):
             return None
         if epochs_done >= max_epoch - no_aug_epochs:
@@ -100,7 +113,7 @@ class TimeBudget:
         epoch_s, eval_s = self.estimate()
         args = (elapsed_s, epochs_done, epoch_s, eval_s, eval_interval, no_aug_epochs, ceiling)
         fitted = fit_max_epoch(self.budget_s, *args)  # what fits the budget less its margin
-        tolerance = max(2, math.ceil(0.02 * max_epoch))
+        tolerance = max(2, math.ceil(self.tolerance * max_epoch))
         overrun = fit_max_epoch(60.0 * self.minutes, *args) < max_epoch  # the schedule no longer fits at all
         if overrun or abs(fitted - max_epoch) >= tolerance:
             return fitted if fitted != max_epoch else None
