@@ -110,3 +110,25 @@ def test_train_mode_without_targets_is_a_clear_error():
     model = build("yolox-nano").train()
     with pytest.raises(ValueError, match="needs targets"):
         model(torch.randn(1, 3, 64, 64))
+
+
+def test_bfloat16_outputs_are_decoded_in_float32_for_the_losses():
+    """--fp16 on a CPU gives the head bfloat16 outputs; decoded in bfloat16 a box centre would be rounded to 2 pixels
+    at input 352, so the losses (and SimOTA) take them in float32: the same losses as float32 outputs of equal value."""
+    torch.manual_seed(0)
+    head = build("yolox-nano", num_classes=1).head.train()
+    head.use_l1 = True
+    shapes = [(44, 44, 8), (22, 22, 16), (11, 11, 32)]
+    grid = head.anchor_grid(shapes, torch.device("cpu"))
+    A = sum(h * w for h, w, _ in shapes)
+    reg = torch.cat([torch.rand(2, A, 2), torch.log(28.0 / grid.strides).view(1, A, 1).expand(2, A, 2)
+                     + 0.2 * torch.randn(2, A, 2)], -1).to(torch.bfloat16)  # (2, A, 4) values bfloat16 can hold
+    obj, cls = torch.randn(2, A).to(torch.bfloat16), torch.randn(2, A, 1).to(torch.bfloat16)
+    labels = torch.zeros(2, 8, 5)
+    labels[:, :, 1:3] = torch.rand(2, 8, 2) * 300 + 26  # centres across the 352 image, crowns of 20-36 pixels
+    labels[:, :, 3:5] = torch.rand(2, 8, 2) * 16 + 20
+    low = head.get_losses_split(reg, obj, cls, labels, grid)
+    full = head.get_losses_split(reg.float(), obj.float(), cls.float(), labels, grid)
+    for a, b in zip(low, full):
+        assert torch.as_tensor(a).dtype == torch.as_tensor(b).dtype
+        assert torch.allclose(torch.as_tensor(a), torch.as_tensor(b), rtol=1e-6, atol=1e-7)

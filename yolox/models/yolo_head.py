@@ -134,6 +134,11 @@ class YOLOXHead(nn.Module):
         """get_losses on the outputs kept apart: reg_raw (B, A, 4), obj_logits (B, A), cls_logits (B, A, K)."""
         B, A, _ = reg_raw.shape
         K = self.num_classes
+        if reg_raw.dtype == torch.bfloat16:
+            # bfloat16 (--fp16 on a CPU) keeps 8 significant bits: decoded in it, box centres at input 352 would be
+            # up to 1 pixel off (0.25 on average), where float16, the official --fp16, keeps them within 1/8 pixel.
+            # The losses and the assignment take float32 outputs instead.
+            reg_raw, obj_logits, cls_logits = reg_raw.float(), obj_logits.float(), cls_logits.float()
         bbox_preds = self.decode_boxes(reg_raw, grid)  # (B, A, 4)
 
         asg = self.get_assignments(bbox_preds, cls_logits, obj_logits, labels, grid, image_width)
