@@ -113,8 +113,9 @@ def test_train_mode_without_targets_is_a_clear_error():
 
 
 def test_bfloat16_outputs_are_decoded_in_float32_for_the_losses():
-    """--fp16 on a CPU gives the head bfloat16 outputs; decoded in bfloat16 a box centre would be rounded to a grid of 2 pixels
-    at input 352, so the losses (and SimOTA) take them in float32: the same losses as float32 outputs of equal value."""
+    """--fp16 on a CPU gives the head bfloat16 outputs; decoded in bfloat16 a box centre would be rounded to a grid of
+    2 pixels at input 352, so the losses (and SimOTA) take them in float32: the same losses as float32 outputs of equal
+    value."""
     torch.manual_seed(0)
     head = build("yolox-nano", num_classes=1).head.train()
     head.use_l1 = True
