@@ -230,6 +230,8 @@ def test_bench_data_reports_the_decode_floor(capsys):
     assert set(rows) == {"direct", "fast"}
     for r in rows.values():
         assert r["of_decode_floor"] == r["one_process"] / printed["decode_floor_samples_per_s"]
+        # one round (the default), against the decodes timed before and after it: the same ratio
+        assert r["of_decode_floor_by_round"] == [pytest.approx(r["of_decode_floor"])]
     # the fast path reads only the tiles that show (and the MixUp image): between 1 and 5 reads per sample, and its
     # own floor is that of those reads
     assert 1 <= printed["fast_reads_per_sample"] <= 5

@@ -128,6 +128,10 @@ def main(argv=None):
                 row.append(f"{single[impl] / official[stage]:.2f}x")
             if floor is not None:
                 entry["of_decode_floor"] = single[impl] / floor
+                if impl in singles[stage]:  # each round against the decodes timed just before and just after it
+                    entry["of_decode_floor_by_round"] = [
+                        sps * DECODES_PER_SAMPLE * 0.5 * (decode_s[r] + decode_s[r + 1])
+                        for r, sps in enumerate(singles[stage][impl])]
                 # direct decodes 5 whole images per sample: its own decodes are the floor's
                 own = own_floor if impl == "fast" else floor if impl == "direct" else None
                 entry["of_own_decodes_floor"] = single[impl] / own if own else None
@@ -171,6 +175,10 @@ def main(argv=None):
         logger.info(f"fast path: {result['fast_reads_per_sample']:.2f} images read per sample (the tiles that show "
                     f"and the MixUp image; {result['fast_reduced_reads_per_sample']:.2f} of them decoded reduced): "
                     f"those decodes alone {own_floor:.1f} samples/s")
+    for entry in result["throughput"]:
+        if entry.get("of_decode_floor_by_round"):
+            by_round = ", ".join(f"{v:.2f}" for v in entry["of_decode_floor_by_round"])
+            logger.info(f"{entry['stage']}, {entry['impl']}: of the decode floor by round {by_round}")
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     if mem_rows:
         print()
