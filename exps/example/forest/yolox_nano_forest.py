@@ -44,9 +44,10 @@ class Exp(NanoExp):
         # ~1000 boxes in 49 images trained from scratch: 13 iterations per epoch at batch 4 (-b 4), so many short
         # epochs, and at batch 4 twice the updates of batch 8 for the same images. lr 0.02 per batch of 4 (32x the
         # official nano's 0.01 per 64 images): the model underfits these tiles (AP50 0.74 on them after a run), and
-        # on the Xeon two runs at 0.02 ended at AP50 0.547 and 0.493 after 320 and 340 epochs, where eight at 0.01
-        # ended at 0.431-0.520 (0.469-0.520 after 324-343). A long warm-up, and only the last 6 epochs without mosaic:
-        # longer plain phases raised AP50:95 but lowered AP50 on these tiles (the model starts to learn them by heart).
+        # on the Xeon three runs at 0.02 ended at AP50 0.547, 0.493 and 0.517 after 320, 340 and 286 epochs, where
+        # eight at 0.01 ended at 0.431-0.520 (0.457-0.471 after 288-330). A long warm-up, and only the last 6 epochs
+        # without mosaic: longer plain phases raised AP50:95 but lowered AP50 on these tiles (the model starts to
+        # learn them by heart).
         # AP50 rises with the epochs (300: 0.46-0.52 in four runs, 420: 0.53-0.57 in four), and these 2-core machines
         # differ by up to 3x in speed (300 epochs: 14 min on a Zen 4, 26-30 min on a Xeon with AMX). So the
         # run asks for 420 epochs and at most 19 minutes: when the warm-up ends the trainer fits max_epoch (and the
