@@ -72,10 +72,10 @@ def test_overfits_one_image_with_each_simota_mode(tmp_path, one_image):
 
 
 def test_a_short_run_of_the_forest_pipeline_raises_its_ap(tmp_path):
-    # the forest recipe (batch 4, its lr and EMA) on a short schedule at 192 px: 312 iterations. At batch 8 and half
-    # the lr per image (36 epochs) the final AP50 was 0.024 on an AVX2 machine; this way it is 0.07-0.11 there (seeds
-    # 3, 4) and 0.022-0.028 on a Xeon with AMX (seed 3: the trajectory depends on the CPU's arithmetic). The first
-    # evaluation (epoch 6) is 0.000: a run that does not learn stays there.
+    # the forest recipe (batch 4, its EMA; tiny_opts' lr, 0.01 per batch) on a short schedule at 192 px: 312
+    # iterations. At batch 8 and half the lr per image (36 epochs) the final AP50 was 0.024 on an AVX2 machine; this
+    # way it is 0.07-0.11 there (seeds 3, 4) and 0.022-0.028 on a Xeon with AMX (seed 3: the trajectory depends on
+    # the CPU's arithmetic). The first evaluation (epoch 6) is 0.000: a run that does not learn stays there.
     opts = tiny_opts(tmp_path, input_size="192,192", test_size="192,192", random_size="5,7", max_epoch=24,
                      warmup_epochs=3, no_aug_epochs=6, eval_interval=6, print_interval=7,
                      test_conf=0.01, save_history_ckpt=False, data_num_workers=1)

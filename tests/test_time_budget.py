@@ -5,7 +5,7 @@ import sys
 import pytest
 from loguru import logger
 
-from train_helpers import FOREST_EXP, load, read_metrics, run_dir, train_argv
+from train_helpers import FOREST_EXP, TINY_LR_PER_IMG, load, read_metrics, run_dir, train_argv
 from yolox.apps.train import run_train_cli
 from yolox.core.time_budget import TimeBudget, evaluations_after, fit_max_epoch
 from yolox.exp import get_exp
@@ -86,8 +86,7 @@ def test_a_run_with_a_time_budget_ends_within_it(tmp_path):
     metrics = read_metrics(folder)
     steps = [m for m in metrics if "lr" in m]
     assert steps[-1]["iteration"] == trainer.max_epoch * trainer.max_iter
-    exp = get_exp(FOREST_EXP)
-    assert steps[-1]["lr"] == pytest.approx(exp.basic_lr_per_img * 8 * exp.min_lr_ratio)  # batch 8
+    assert steps[-1]["lr"] == pytest.approx(TINY_LR_PER_IMG * 8 * get_exp(FOREST_EXP).min_lr_ratio)  # batch 8
     assert [m["epoch"] for m in metrics if "AP50" in m][-1] == trainer.max_epoch
 
     # a resume keeps the fitted schedule (here: the run is complete, nothing is left to train)
