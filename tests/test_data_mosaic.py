@@ -352,3 +352,39 @@ def test_lazy_pull_defers_to_the_eager_path_when_it_must(tmp_path):
     ds = OwnLoader(str(tmp_path), img_size=(64, 64), cache=False)
     ds.image_path = lambda index: "x.jpg"  # a JPEG name: 64 x 64 would allow reduction 8
     assert ds.lazy_pull(0)[0].max_reduction == 1
+
+
+def _box_statistics(padded_labels):
+    """Per-sample box counts and the pooled (w, h, cx, cy) of the boxes TrainTransform kept (min side > 1 pixel:
+    the rows of zeros are padding, and the official fallback's degenerate boxes do not count as boxes)."""
+    counts, boxes = [], []
+    for labels in padded_labels:
+        kept = labels[np.minimum(labels[:, 3], labels[:, 4]) > 1]
+        counts.append(len(kept))
+        boxes.append(kept[:, [3, 4, 1, 2]])  # w, h, cx, cy
+    return counts, np.concatenate(boxes).astype(np.float64)
+
+
+def test_fast_pipeline_has_the_box_distribution_of_the_official_algorithm():
+    """The benchmarked configuration (bench_data: yolox_s settings at 640, JPEG files decoded per sample, tiles
+    skipped or decoded reduced, TrainTransform in uint8) against the direct official algorithm (Mosaic on a 2x
+    canvas, MixUp and TrainTransform in float32, every image decoded whole), the same seed per sample: the same
+    number of boxes in every sample, and the same quantiles of box width, height and centre."""
+    from yolox.data.bench import default_train_transform, make_mosaic, recorded_reads
+
+    files = COCODataset(str(FOREST), "train.json", "train", img_size=(640, 640), cache=False)
+    fast, direct = (make_mosaic(files, impl, (640, 640), default_train_transform(impl)) for impl in ("fast", "direct"))
+    n = 96
+    seeds = range(1000, 1000 + n)
+    index_of = lambda seed: seed % len(files)  # noqa: E731
+    fast_counts, fast_boxes = _box_statistics(lab for _, lab in _samples(fast, seeds, index_of))
+    direct_counts, direct_boxes = _box_statistics(lab for _, lab in _samples(direct, seeds, index_of))
+
+    assert fast_counts == direct_counts and sum(fast_counts) > 20 * n, (sum(fast_counts), sum(direct_counts))
+    q = [0.05, 0.25, 0.5, 0.75, 0.95]
+    for name, col in zip(("width", "height", "centre x", "centre y"), range(4)):
+        np.testing.assert_allclose(np.quantile(fast_boxes[:, col], q), np.quantile(direct_boxes[:, col], q),
+                                   rtol=0, atol=1e-3, err_msg=name)
+    # and the samples took the fast path's shortcuts: tiles left unread, some decoded reduced
+    reads = recorded_reads(make_mosaic(files, "fast", (640, 640)), files, 48)
+    assert len(reads) < 0.8 * 5 * 48 and any(reduction > 1 for _, reduction in reads)
