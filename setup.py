@@ -15,7 +15,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(exclude=("tests", "tests.*", "tools", "exps")),
+    packages=find_packages(exclude=("tests", "tests.*", "tools", "exps", "benchmarks", "benchmarks.*")),
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
@@ -29,7 +29,10 @@ setup(
     ],
     extras_require={
         # the tests also cover the training curve (matplotlib) and the tensorboard scalars
-        "test": ["pytest>=7", "hypothesis>=6.80", "matplotlib>=3.5", "tensorboard>=2.12"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "matplotlib>=3.5", "tensorboard>=2.12",
+                 # tests/test_install_and_hub.py builds a wheel offline with this setuptools: bdist_wheel is in
+                 # setuptools from 70.1 on (a Python 3.11 venv comes with 65.5, which cannot)
+                 "setuptools>=70.1"],
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
         "deploy": ["onnxruntime>=1.16", "openvino>=2024.0"],  # yolox.deploy: run exported models on the CPU
         "tensorboard": ["tensorboard>=2.12"],

@@ -1,18 +1,14 @@
 """The SimOTA benchmark: measurement helpers see known allocations and syncs, the runner on a tiny configuration."""
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
 
+from benchmarks import bench_assign
+from benchmarks.assign import SCENARIOS, BenchConfig, estimate_assign_bytes, format_table, make_scenario, run_benchmark
 from yolox.models.simota import in_centre_prior, pairwise_iou_cxcywh
-from yolox.models.simota_bench import (
-    SCENARIOS, BenchConfig, estimate_assign_bytes, format_table, make_scenario, run_benchmark,
-)
-from yolox.utils.profiler import measure_call, peak_of_running_sum, profile_call
+from benchmarks.profiler import measure_call, peak_of_running_sum, profile_call
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(image_size=64, num_classes=4, batch_sizes=(2, 4), repeats=1, gt_scale=0.05, top_ops=3)
 
 
@@ -147,12 +143,10 @@ def test_bad_configuration_names_the_value():
 
 
 def test_cli_writes_json_and_prints_targets(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_assign_cli", os.path.join(ROOT, "tools", "bench_assign.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    """benchmarks/bench_assign.py (tools/bench_assign.py launches it)."""
     out = tmp_path / "bench.json"
-    cli.main(["--size", "64", "--scenarios", "sparse,coco", "--batch-sizes", "2", "--repeats", "1",
-              "--json", str(out)])
+    bench_assign.run(["--size", "64", "--scenarios", "sparse,coco", "--batch-sizes", "2", "--repeats", "1",
+                      "--json", str(out)])
     printed = capsys.readouterr().out
     assert "targets" in printed and "coco" in printed
     data = json.loads(out.read_text())

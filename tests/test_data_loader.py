@@ -24,6 +24,8 @@ from yolox.data import (
     worker_init_reset_seed,
 )
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_infinite_sampler_seeded_and_rank_disjoint():
     def first(sampler, n):
@@ -197,14 +199,16 @@ def test_worker_memory_stays_flat(tmp_path):
     # heap, and workers reusing freed chunks of inherited pages copy them, which is noise and not what is tested.
     script = (
         "import json, sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"  # the repository root: the benchmarks
         "from yolox.data import COCODataset, MosaicDetection, TrainTransform\n"
-        "from yolox.data.bench import memory_over_samples\n"
+        "from benchmarks.data_pipeline import memory_over_samples\n"
         "ds = COCODataset(sys.argv[1], img_size=(64, 64))\n"
         "assert len(ds) == 20000, len(ds)\n"
         "mosaic = MosaicDetection(ds, (64, 64), preproc=TrainTransform(max_labels=50), enable_mixup=True)\n"
         "print(json.dumps(memory_over_samples(mosaic, num_workers=2, num_samples=1600, batch_size=16, every=400)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(REPO)], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads(out.stdout.strip().splitlines()[-1])
     private = [r[3] for r in rows]
@@ -215,14 +219,10 @@ def test_worker_memory_stays_flat(tmp_path):
 
 
 def test_bench_data_reports_the_decode_floor(capsys):
-    """tools/bench_data.py --no-cache: samples/s of both implementations and their share of the decode floor."""
-    import importlib.util
+    """benchmarks/bench_data.py --no-cache: samples/s of both implementations and their share of the decode floor."""
+    from benchmarks import bench_data
 
-    spec = importlib.util.spec_from_file_location("_bench_data", Path(__file__).resolve().parents[1] / "tools" /
-                                                  "bench_data.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    result = bench.main(["--no-cache", "--size", "128", "--samples", "6", "--workers", "", "--json"])
+    result = bench_data.main(["--no-cache", "--size", "128", "--samples", "6", "--workers", "", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["decode_floor_samples_per_s"] == result["decode_floor_samples_per_s"] > 0
     assert 0 < printed["decode_ms_per_image"] < 1000
@@ -248,14 +248,16 @@ def test_ram_cache_is_one_copy_shared_by_the_workers(tmp_path):
     _repeat_entries(tmp_path, 64)  # 256 images of 256x256x3 = 48 MiB cached
     script = (
         "import json, sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"  # the repository root: the benchmarks
         "from yolox.data import COCODataset, MosaicDetection, TrainTransform\n"
-        "from yolox.data.bench import memory_over_samples\n"
+        "from benchmarks.data_pipeline import memory_over_samples\n"
         "ds = COCODataset(sys.argv[1], img_size=(256, 256), cache=True)\n"
         "print(json.dumps([ds._image_cache.nbytes / 2**20] + memory_over_samples(\n"
         "    MosaicDetection(ds, (256, 256), preproc=TrainTransform(max_labels=50)), num_workers=2,\n"
         "    num_samples=512, batch_size=16, every=128)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(REPO)], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     cache_mib, *rows = json.loads(out.stdout.strip().splitlines()[-1])
     assert cache_mib > 40
@@ -312,7 +314,7 @@ def test_image_buffers_are_reused_from_the_heap_not_faulted_in_again():
 
 def test_bench_data_official_needs_a_release_folder(tmp_path):
     """--official names the folder when it holds no release."""
-    from yolox.data.bench_official import official_samples_per_second
+    from benchmarks.official_data_pipeline import official_samples_per_second
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         official_samples_per_second(str(tmp_path), str(FOREST), "train.json", "train", (64, 64), 2, cache=False)
@@ -320,7 +322,7 @@ def test_bench_data_official_needs_a_release_folder(tmp_path):
 
 def test_official_release_env_puts_the_release_first(tmp_path):
     """The benchmarks' subprocesses import yolox from the release folder, then its dependency folders."""
-    from yolox.utils.official_release import check_official_package, official_release_env
+    from benchmarks.official_release import check_official_package, official_release_env
 
     (tmp_path / "rel" / "yolox").mkdir(parents=True)
     (tmp_path / "rel" / "yolox" / "__init__.py").write_text("")

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from test_data_helpers import FOREST, make_coco
-from yolox.data import COCODataset, DirectMosaicDetection, MosaicDetection, TrainTransform, ValTransform
+from tests.oracles.mosaic import DirectMosaicDetection
+from tests.oracles.train_transform import DirectTrainTransform, _augment_hsv_int16
+from yolox.data import COCODataset, MosaicDetection, TrainTransform, ValTransform
 from yolox.data.data_augment import augment_hsv, get_affine_matrix, preproc
-from yolox.data.transform_reference import DirectTrainTransform, _augment_hsv_int16
 
 MOSAIC_KW = dict(degrees=10.0, translate=0.1, mosaic_scale=(0.1, 2), mixup_scale=(0.5, 1.5), shear=2.0,
                  enable_mixup=True, mosaic_prob=1.0, mixup_prob=1.0)
@@ -370,7 +371,7 @@ def test_fast_pipeline_has_the_box_distribution_of_the_official_algorithm():
     skipped or decoded reduced, TrainTransform in uint8) against the direct official algorithm (Mosaic on a 2x
     canvas, MixUp and TrainTransform in float32, every image decoded whole), the same seed per sample: the same
     number of boxes in every sample, and the same quantiles of box width, height and centre."""
-    from yolox.data.bench import default_train_transform, make_mosaic, recorded_reads
+    from benchmarks.data_pipeline import default_train_transform, make_mosaic, recorded_reads
 
     files = COCODataset(str(FOREST), "train.json", "train", img_size=(640, 640), cache=False)
     fast, direct = (make_mosaic(files, impl, (640, 640), default_train_transform(impl)) for impl in ("fast", "direct"))

@@ -2,7 +2,6 @@
 from .coco import COCODataset
 from .coco_classes import COCO_CLASSES
 from .datasets_wrapper import CacheDataset, ConcatDataset, CorruptImageError, Dataset, MixConcatDataset
-from .mosaic_reference import DirectMosaicDetection
 from .mosaicdetection import MosaicDetection
 from .voc import AnnotationTransform, VOCDetection
 from .voc_classes import VOC_CLASSES

@@ -2,7 +2,7 @@
 
 Random numbers are drawn from `random` in the official order, so a seed gives the official parameters; the
 images come from yolox.data.mosaic_warp (one warp per source image, uint8), equal to the official up to
-interpolation (tests compare with yolox.data.datasets.mosaic_reference, the direct implementation).
+interpolation (the tests compare it with the direct implementation in tests/oracles/mosaic.py).
 """
 import random
 

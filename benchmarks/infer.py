@@ -1,9 +1,9 @@
-"""Inference speed on the CPU (used by tools/bench_infer.py): ms per image of the forward pass and of the
+"""Inference speed on the CPU (used by benchmarks/bench_infer.py): ms per image of the forward pass and of the
 postprocessing, apart, for PyTorch eager, PyTorch fused (channels_last), ONNX Runtime and OpenVINO, at batch 1 and
 8, beside the official release's PyTorch path, with a check that every backend finds the official detections
 (OpenVINO also in bfloat16, where the CPU has it).
 
-All sides run the published COCO architecture (80 classes) with the same weights: yolox.apps.bench_weights fits
+All sides run the published COCO architecture (80 classes) with the same weights: benchmarks.fitted_weights fits
 them to the bundled forest val tiles (no published weights can be fetched here), so that at conf 0.001 the
 postprocessing sees thousands of candidates per image, as with trained weights (NMS removes fewer of them than it
 would of a trained model's clustered boxes: its timing is on the heavy side, for both sides alike). The inputs are
@@ -12,7 +12,6 @@ imports it from the folder given with --official (nothing of it is part of this 
 model(images) then postprocess(..., class_agnostic=True) image by image; our side calls yolox.utils.postprocess (the
 whole batch at once) the same way.
 """
-import argparse
 import copy
 import json
 import os
@@ -28,16 +27,14 @@ import torch
 import torchvision
 from loguru import logger
 
+from benchmarks.fitted_weights import detector_like, forest_images
+from yolox.apps.export import export_onnx, prepare_for_export
 from yolox.deploy import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, export_openvino
 from yolox.utils import fuse_model, postprocess
-from yolox.utils.official_release import check_official_package, official_release_env
+from benchmarks.official_release import check_official_package, official_release_env
 
-from .bench_weights import detector_like, forest_images
-from .cli import model_sizes
-from .export import export_onnx, prepare_for_export
-
-__all__ = ["InferBenchConfig", "run_infer_benchmark", "format_infer_table", "make_parser", "run_bench_infer_cli",
-           "DEFAULT_MODELS", "IMPLS"]
+__all__ = ["InferBenchConfig", "run_infer_benchmark", "format_infer_table", "compare_detections", "DEFAULT_MODELS",
+           "IMPLS"]
 
 DEFAULT_MODELS = (("yolox-nano", 416), ("yolox-s", 640))
 # openvino runs in float32; openvino-bf16 lets it use bfloat16 where the CPU has it (its own default there):
@@ -288,43 +285,3 @@ def format_infer_table(rows):
                                     "forward range", "candidates/img", "dets/img", "same dets as official",
                                     "vs official"], tablefmt="github")
 
-
-def make_parser():
-    p = argparse.ArgumentParser("YOLOX CPU inference benchmark", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=model_sizes, default=DEFAULT_MODELS,
-                   help="comma-separated name:size (default yolox-nano:416,yolox-s:640)")
-    p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
-    p.add_argument("--impls", default=",".join(IMPLS), help=f"our implementations, from {', '.join(IMPLS)}")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per batch size and implementation")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--conf", type=float, default=0.001, help="score threshold of the postprocessing")
-    p.add_argument("--nms", type=float, default=0.65)
-    p.add_argument("--official", default=None, help="official release folder[:folder of its dependencies]")
-    p.add_argument("--threads", type=int, default=0, help="threads of every runtime (0: their defaults)")
-    p.add_argument("--json", default=None, help="also write the rows to this file")
-    return p
-
-
-def run_bench_infer_cli(argv=None):
-    args = make_parser().parse_args(argv)
-    impls = tuple(i for i in args.impls.split(",") if i)
-    bad = [i for i in impls if i not in IMPLS]
-    if bad:
-        raise ValueError(f"--impls {','.join(bad)}: choose from {', '.join(IMPLS)}")
-    try:
-        batches = tuple(int(b) for b in args.batches.split(",") if b)
-    except ValueError:
-        raise ValueError(f"--batches {args.batches!r}: expected comma-separated integers, e.g. 1,8") from None
-    if not batches or min(batches) < 1 or max(batches) > 8:
-        raise ValueError(f"--batches {args.batches!r}: sizes from 1 to 8 (the bundled val tiles make 8 images)")
-    config = InferBenchConfig(models=args.models, batches=batches, impls=impls, repeats=args.repeats,
-                              warmup=args.warmup, conf=args.conf, nms=args.nms, official=args.official,
-                              threads=args.threads)
-    rows = run_infer_benchmark(config)
-    print(format_infer_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"config": {k: getattr(config, k) for k in config.__dataclass_fields__}, "rows": rows}, f,
-                      indent=1)
-    return rows

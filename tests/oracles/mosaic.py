@@ -1,16 +1,18 @@
 """The direct implementation of the official Mosaic/MixUp (2x canvas, one warp of it, float32 MixUp).
 
-Kept as the oracle the fast MosaicDetection is tested against and as the baseline of tools/bench_data.py; it draws
-the same random numbers in the same order, so a seed gives both the same parameters.
+The oracle the fast yolox.data.MosaicDetection is tested against and the baseline of benchmarks/bench_data.py; it
+draws the same random numbers in the same order, so a seed gives both the same parameters.
 """
 import random
 
 import cv2
 import numpy as np
 
-from ..data_augment import random_affine
-from .datasets_wrapper import Dataset
-from .mosaicdetection import MosaicDetection, clip_to_canvas, get_mosaic_coordinate, place_tile_labels
+from yolox.data.data_augment import random_affine
+from yolox.data.datasets.datasets_wrapper import Dataset
+from yolox.data.datasets.mosaicdetection import (
+    MosaicDetection, clip_to_canvas, get_mosaic_coordinate, place_tile_labels,
+)
 
 __all__ = ["DirectMosaicDetection"]
 

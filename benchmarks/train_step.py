@@ -1,5 +1,5 @@
 """Timing of the whole training step (forward, assignment, loss, backward, SGD, EMA) on one real batch, for each
-SimOTA mode, beside the official release's step on the same batch (used by tools/bench_train.py).
+SimOTA mode, beside the official release's step on the same batch (used by benchmarks/bench_train.py).
 
 The batch comes from the bundled photographs (datasets/forest) through the Exp's own Mosaic pipeline at the model's
 input size, so the assignment sees real boxes; it is reused for every step, so data loading is not timed. The
@@ -18,12 +18,11 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+from yolox.core.stage_profile import StageClock, profile_table, stage_hooks
+from yolox.core.step import TrainStep
 from yolox.models.simota import SIMOTA_MODES
 from yolox.utils import ModelEMA
-from yolox.utils.official_release import check_official_package, official_release_env
-
-from .stage_profile import StageClock, profile_table, stage_hooks
-from .step import TrainStep
+from benchmarks.official_release import check_official_package, official_release_env
 
 __all__ = ["StepBenchConfig", "real_batch", "time_our_step", "time_official_step", "profile_our_step",
            "run_step_benchmark", "format_step_table", "DEFAULT_MODELS"]

@@ -1,6 +1,6 @@
 """The direct implementation of the official TrainTransform: int16 HSV arithmetic, copies, letterbox on a new canvas.
 
-The baseline of tools/bench_data.py's "+ TrainTransform" stage beside DirectMosaicDetection, and the oracle that
+The baseline of benchmarks/bench_data.py's "+ TrainTransform" stage beside DirectMosaicDetection, and the oracle that
 yolox.data.TrainTransform (lookup tables, no copies) is tested against: the same random draws in the same order
 give the same bytes. One difference is kept on purpose: when every box is degenerate after the transform, the
 official falls back to the un-augmented image and keeps all its (degenerate) boxes; TrainTransform keeps none.

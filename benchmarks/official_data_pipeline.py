@@ -1,6 +1,6 @@
 """Samples/s of the official release's own Mosaic/MixUp pipeline, imported from its source folder in a subprocess.
 
-tools/bench_data.py --official puts it beside the fast pipeline and the direct implementation. The subprocess runs
+benchmarks/bench_data.py --official puts it beside the fast pipeline and the direct implementation. The subprocess runs
 the release as it runs for its users: its COCODataset (cached or decoding the files), MosaicDetection and
 TrainTransform with the yolox_s settings, glibc's malloc defaults and one OpenCV thread. Nothing of the release is
 copied here (see yolox.utils.official_release).
@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-from yolox.utils.official_release import check_official_package, official_release_env
+from benchmarks.official_release import check_official_package, official_release_env
 
 __all__ = ["official_samples_per_second"]
 

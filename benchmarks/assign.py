@@ -1,6 +1,6 @@
 """Benchmark of the SimOTA modes: seeded scenario batches, memory estimates, the runner, its table and targets.
 
-tools/bench_assign.py is the command line; tests/test_bench_assign.py runs a scaled-down configuration.
+benchmarks/bench_assign.py is the command line; tests/test_bench_assign.py runs a scaled-down configuration.
 """
 import math
 import os
@@ -14,10 +14,9 @@ from loguru import logger
 from tabulate import tabulate
 from tqdm import tqdm
 
-from yolox.utils.profiler import measure_call
-
-from .simota import SIMOTA_MODES, AnchorGrid, assign, in_centre_prior, levels_for_input, pack_sub_batches
-from .yolo_head import YOLOXHead
+from yolox.models.simota import SIMOTA_MODES, assign, in_centre_prior, pack_sub_batches
+from yolox.utils.anchors import AnchorGrid, decode_boxes, levels_for_input
+from benchmarks.profiler import measure_call
 
 __all__ = [
     "SCENARIOS", "DEFAULT_BATCH_SIZES", "BenchConfig", "ScenarioBatch", "make_scenario", "estimate_assign_bytes",
@@ -156,7 +155,7 @@ def _early_training_raw(gts, prior, grid: AnchorGrid, gen, near_fraction=0.5):
     w = target[:, 2] * torch.exp(0.3 * jitter[:, 2])
     h = target[:, 3] * torch.exp(0.3 * jitter[:, 3])
     s = grid.strides
-    # invert YOLOXHead.decode_boxes: cx = (raw_x + x) * s, w = exp(raw_w) * s
+    # invert decode_boxes: cx = (raw_x + x) * s, w = exp(raw_w) * s
     aimed = torch.stack([cx / s - grid.x_shifts, cy / s - grid.y_shifts, torch.log(w / s), torch.log(h / s)], -1)
     return torch.where(near.unsqueeze(-1), aimed, raw)
 
@@ -187,7 +186,7 @@ def make_scenario(scenario, batch_size, image_size=640, num_classes=80, gt_scale
     # logits around the prior bias, as the head is initialised; the noise makes the class costs differ
     cls_logits = PRIOR_BIAS + 0.5 * torch.randn(batch_size, A, num_classes, generator=gen)
     obj_logits = PRIOR_BIAS + 1.0 * torch.randn(batch_size, A, generator=gen)
-    pred_boxes = YOLOXHead.decode_boxes(raw, grid)
+    pred_boxes = decode_boxes(raw, grid)
     dev = torch.device(device)
     grid = AnchorGrid(grid.x_shifts.to(dev), grid.y_shifts.to(dev), grid.strides.to(dev), grid.level_shapes)
     return ScenarioBatch(pred_boxes.to(dev), cls_logits.to(dev), obj_logits.to(dev), gt_boxes.to(dev),

@@ -1,4 +1,4 @@
-"""Throughput and memory measurements of the Mosaic/MixUp pipeline (used by tools/bench_data.py and the tests)."""
+"""Throughput and memory measurements of the Mosaic/MixUp pipeline (used by benchmarks/bench_data.py and the tests)."""
 import os
 import random
 import time
@@ -6,11 +6,12 @@ import time
 import numpy as np
 import torch
 
-from .data_augment import TrainTransform
-from .dataloading import DataLoader, channels_last_collate, worker_init_reset_seed
-from .datasets import DirectMosaicDetection, MosaicDetection
-from .samplers import InfiniteSampler, YoloBatchSampler
-from .transform_reference import DirectTrainTransform
+from tests.oracles.mosaic import DirectMosaicDetection
+from tests.oracles.train_transform import DirectTrainTransform
+from yolox.data import (
+    DataLoader, InfiniteSampler, MosaicDetection, TrainTransform, YoloBatchSampler, channels_last_collate,
+    worker_init_reset_seed,
+)
 
 __all__ = ["IMPLEMENTATIONS", "make_mosaic", "samples_per_second", "loader_samples_per_second", "memory_over_samples",
            "decode_seconds", "DECODES_PER_SAMPLE", "recorded_reads", "replay_seconds"]

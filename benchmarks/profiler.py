@@ -1,6 +1,6 @@
 """Measure a callable: median wall time, peak memory above the start, aten ops dispatched and host synchronisations.
 
-Generic helpers for benchmarks (tools/bench_assign.py); nothing here knows about YOLOX.
+Generic helpers for the benchmarks (benchmarks/bench_assign.py); nothing here knows about YOLOX.
 """
 import statistics
 import time
