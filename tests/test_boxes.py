@@ -175,3 +175,22 @@ def test_postprocess_matches_greedy_reference(seed, num_anchors, num_classes):
     want = sorted((s, b, c) for s, b, c in ref)
     for (gs, gb, gc), (ws, wb, wc) in zip(got, want):
         assert gc == wc and abs(gs - ws) < 1e-9 and np.allclose(gb, wb, atol=1e-9)
+
+
+def test_anchor_grid_and_box_decoding_by_hand():
+    from yolox.utils.anchors import AnchorGrid, decode_boxes, decode_outputs, levels_for_input
+
+    levels = levels_for_input(20, 36)  # ceil(size / stride): (3, 5, 8), (2, 3, 16), (1, 2, 32)
+    assert levels == ((3, 5, 8), (2, 3, 16), (1, 2, 32))
+    grid = AnchorGrid.from_shapes(levels)
+    assert grid.num_anchors == 15 + 6 + 2 and grid.pixel_width == 64  # 2 cells of 32 span 64 pixels
+    assert (grid.x_shifts[6].item(), grid.y_shifts[6].item(), grid.strides[6].item()) == (1.0, 1.0, 8.0)
+    cx, cy = grid.centres()
+    assert (cx[6].item(), cy[6].item()) == (12.0, 12.0)
+    raw = torch.zeros(1, grid.num_anchors, 6)
+    raw[0, 6] = torch.tensor([0.5, -0.25, 0.0, float(np.log(2.0)), 0.7, 0.1])
+    boxes = decode_boxes(raw[..., :4], grid)  # (raw + cell) * stride, exp(raw) * stride
+    assert torch.allclose(boxes[0, 6], torch.tensor([12.0, 6.0, 8.0, 16.0]))
+    assert torch.allclose(boxes[0, -1], torch.tensor([32.0, 0.0, 32.0, 32.0]))  # level 32, cell (1, 0)
+    decoded = decode_outputs(raw, grid)
+    assert torch.equal(decoded[..., :4], boxes) and torch.equal(decoded[..., 4:], raw[..., 4:])

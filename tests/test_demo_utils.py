@@ -86,6 +86,18 @@ def test_demo_postprocess_is_the_heads_decoding():
         demo_postprocess(np.zeros((1, 10, 7), np.float32), (96, 128))
 
 
+def test_yolox_utils_imports_nothing_else_from_yolox():
+    """The decoding demo_postprocess needs lives in yolox.utils.anchors: utils sits below models, data and the rest."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy, yolox.utils; "
+            "yolox.utils.demo_postprocess(numpy.zeros((1, 16 + 4 + 1, 6), numpy.float32), (32, 32)); "
+            "print(sorted(m for m in sys.modules if m.startswith('yolox.') and not m.startswith('yolox.utils')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_small_helpers(tmp_path):
     mkdir(str(tmp_path / "a" / "b"))
     mkdir(str(tmp_path / "a" / "b"))
@@ -105,7 +117,7 @@ def test_small_helpers(tmp_path):
 def test_official_onnxruntime_demo_flow_equals_pytorch_postprocess(tmp_path):
     """The official ONNX Runtime demo's steps, written against the official API, on an exported model."""
     ort = pytest.importorskip("onnxruntime")
-    from yolox.apps.export_cli import run_onnx_cli
+    from yolox.tools.export_onnx import run_onnx_cli
     from yolox.data.data_augment import preproc as preprocess
     from yolox.data.datasets import COCO_CLASSES
     from yolox.exp import get_exp

@@ -133,3 +133,14 @@ def test_bfloat16_outputs_are_decoded_in_float32_for_the_losses():
     for a, b in zip(low, full):
         assert torch.as_tensor(a).dtype == torch.as_tensor(b).dtype
         assert torch.allclose(torch.as_tensor(a), torch.as_tensor(b), rtol=1e-6, atol=1e-7)
+
+
+def test_gather_positives_puts_the_positives_first_then_filler_rows():
+    from yolox.models.yolo_head import gather_positives
+
+    fg = torch.tensor([[False, True, False, True], [True, False, False, False]])  # (B, A) = (2, 4): 3 positives
+    pos = gather_positives(fg, 5)  # a bound of 5 rows, known on the host
+    assert pos.index.tolist()[:3] == [1, 3, 4] and pos.real.tolist() == [True, True, True, False, False]
+    assert pos.image.tolist()[:3] == [0, 0, 1] and pos.anchor.tolist()[:3] == [1, 3, 0]
+    assert not fg.reshape(-1)[pos.index[3:]].any()  # the filler rows are negatives
+    assert gather_positives(fg, 8).index.sort().values.tolist() == list(range(8))  # each anchor at most once

@@ -4,11 +4,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simota_oracle import oracle_assign
+from tests.oracles.simota import oracle_assign
 from yolox.models import IOUloss, YOLOXHead
 from yolox.models.simota import (
-    SIMOTA_MODES, AnchorGrid, assign, class_cost_decomposed, class_cost_reference, pack_sub_batches, plan_buckets,
+    SIMOTA_MODES, AnchorGrid, assign, class_cost_decomposed, class_cost_dense, kept_mask, pack_sub_batches,
+    plan_buckets, scatter_kept,
 )
+from yolox.utils.anchors import levels_for_input
 
 ONE_LEVEL = ((4, 4, 8),)  # a 32 x 32 image, one level of stride 8: anchor centres at 4, 12, 20, 28
 
@@ -86,18 +88,54 @@ def test_image_without_gt(mode):
     assert asg.num_gts == 1
 
 
-def test_class_cost_decomposition_matches_reference():
+def test_class_cost_decomposition_matches_the_dense_one():
     torch.manual_seed(0)
     p = torch.rand(7, 5).clamp(1e-7, 1 - 1e-7)
     p[0, 0], p[1, 1] = 0.0, 1.0  # saturated scores exercise the -100 log clamp
     classes = torch.tensor([0, 1, 4])
-    ref = class_cost_reference(p, classes, 5)
+    ref = class_cost_dense(p, classes, 5)
     assert torch.allclose(class_cost_decomposed(p[None], classes[None])[0], ref, rtol=1e-5, atol=1e-4)
 
 
 def test_pack_sub_batches_respects_width_cap():
     assert pack_sub_batches([640] * 16, 10000) == [list(range(15)), [15]]
     assert pack_sub_batches([12000, 100], 10000) == [[0], [1]]  # an image wider than the cap is alone
+
+
+@pytest.mark.parametrize("height,width", [(72, 100), (100, 72), (64, 96)])
+def test_packed_offset_from_the_grid_and_its_sub_batches_give_the_loops_assignment(height, width):
+    """The packed mode lays images side by side at the grid's pixel width (no image width passed): it covers the
+    input and every anchor centre, and sub-batches of any cap give the per-image assignment."""
+    grid = AnchorGrid.from_shapes(levels_for_input(height, width))
+    anchor_cx, _ = grid.centres()
+    assert grid.pixel_width >= width and anchor_cx.max() < grid.pixel_width
+    gen = torch.Generator().manual_seed(width)
+    B, A, K = 5, grid.num_anchors, 3
+    labels = torch.zeros(B, 6, 5)
+    for b, n in enumerate([6, 0, 3, 1, 5]):
+        cxy = torch.rand(n, 2, generator=gen) * torch.tensor([width, height])  # gts up to the right edge
+        wh = torch.rand(n, 2, generator=gen) * 30 + 4
+        labels[b, :n] = torch.cat([torch.randint(0, K, (n, 1), generator=gen).float(), cxy, wh], 1)
+    raw = torch.randn(B, A, 5 + K, generator=gen)
+    args = (YOLOXHead.decode_boxes(raw[..., :4], grid), raw[..., 5:], raw[..., 4], labels[..., 1:5],
+            labels[..., 0].long(), labels.sum(-1) > 0, grid)
+    ref = assign("loop", *args)
+    assert ref.fg_mask.any()
+    for pack_width in (10000, 2 * grid.pixel_width, 1):  # one sub-batch, pairs of images, one image each
+        got = assign("packed", *args, pack_width=pack_width)
+        for field in ("fg_mask", "matched_gt", "matched_cls", "matched_iou"):
+            assert torch.equal(getattr(got, field), getattr(ref, field)), (pack_width, field)
+
+
+def test_scatter_kept_drops_the_entries_not_kept():
+    index = torch.tensor([[2, 0, 2, 3], [1, 1, 0, 3]])
+    keep = torch.tensor([[True, True, False, True], [True, True, False, False]])
+    values = torch.tensor([[5, 6, 7, 8], [1, 2, 3, 4]])
+    got = scatter_kept(index, keep, values, 4, fill=-1)
+    assert got.tolist() == [[6, -1, 5, 8], [-1, got[1, 1].item(), -1, -1]] and got[1, 1] in (1, 2)
+    assert scatter_kept(index, keep, values, 4, accumulate=True).tolist() == [[6, 0, 5, 8], [0, 3, 0, 0]]
+    assert kept_mask(index, keep, 4).tolist() == [[True, False, True, True], [False, True, False, False]]
+    assert kept_mask(index, keep, 3).shape == (2, 3)  # column 3 is past the width: dropped like the misses
 
 
 def test_plan_buckets_separates_crowded_image():

@@ -3,18 +3,20 @@
 Every mode returns the same dense, per-anchor `Assignment` (B, A), so the loss does not care which one ran.
 Shapes: B images, A anchors, M label rows per image (padded), G gts, C candidate anchors, K classes.
 """
-import math
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import List, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from loguru import logger
 from torch.profiler import record_function
 
+# AnchorGrid and levels_for_input live in yolox.utils.anchors; importable from here too, as before
+from ..utils.anchors import AnchorGrid, levels_for_input  # noqa: F401
+
 __all__ = [
     "SIMOTA_MODES", "AnchorGrid", "Assignment", "assign", "assign_loop", "assign_packed", "assign_batched",
-    "in_centre_prior", "pairwise_iou_cxcywh", "class_cost_reference", "class_cost_decomposed", "cost_key",
-    "dynamic_k", "simota_match", "pack_sub_batches", "plan_buckets",
+    "in_centre_prior", "pairwise_iou_cxcywh", "class_cost_dense", "class_cost_decomposed", "cost_key",
+    "dynamic_k", "simota_match", "scatter_kept", "kept_mask", "pack_sub_batches", "plan_buckets",
 ]
 
 SIMOTA_MODES = ("loop", "packed", "batched")
@@ -22,34 +24,6 @@ CENTRE_RADIUS = 1.5
 TOPK_IOU = 10  # dynamic k is estimated from the 10 largest IoUs of a gt
 IOU_COST_WEIGHT = 3.0
 BCE_LOG_CLAMP = -100.0  # torch.nn.functional.binary_cross_entropy clamps each log at -100
-
-
-class AnchorGrid(NamedTuple):
-    """The anchor points of all levels, flattened level by level (stride 8 first), row-major within a level."""
-
-    x_shifts: torch.Tensor  # (A,) grid x of each anchor, float32
-    y_shifts: torch.Tensor  # (A,) grid y, float32
-    strides: torch.Tensor  # (A,) stride of each anchor's level, float32
-    level_shapes: Tuple[Tuple[int, int, int], ...]  # per level (h, w, stride)
-
-    @classmethod
-    def from_shapes(cls, level_shapes: Sequence[Tuple[int, int, int]], device=None):
-        xs, ys, ss = [], [], []
-        for h, w, stride in level_shapes:
-            yv, xv = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-            xs.append(xv.reshape(-1))
-            ys.append(yv.reshape(-1))
-            ss.append(torch.full((h * w,), float(stride), device=device))
-        return cls(torch.cat(xs).float(), torch.cat(ys).float(), torch.cat(ss),
-                   tuple((int(h), int(w), int(s)) for h, w, s in level_shapes))
-
-    @property
-    def num_anchors(self):
-        return self.x_shifts.numel()
-
-    def centres(self):
-        """Anchor centres used by the centre prior: ((x + 0.5) * stride, (y + 0.5) * stride), each (A,)."""
-        return (self.x_shifts + 0.5) * self.strides, (self.y_shifts + 0.5) * self.strides
 
 
 class Assignment(NamedTuple):
@@ -60,6 +34,31 @@ class Assignment(NamedTuple):
     matched_cls: torch.Tensor  # (B, A) int64, class of that gt
     matched_iou: torch.Tensor  # (B, A) float32, IoU of the anchor's predicted box with that gt
     num_gts: int  # real gts in the batch (known on the host)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scatter without boolean indexing: entries to skip go to a spare column past the end, which is then dropped.
+# ----------------------------------------------------------------------------------------------------------
+def scatter_kept(index, keep, values, width, fill=0, accumulate=False):
+    """A (..., width) tensor filled with `fill` that holds `values` at the columns `index` where `keep` is True.
+
+    index, keep (..., L); values (..., L), or True for a bool mask; accumulate: values meeting in a column are
+    summed, otherwise one of them is kept. Every entry is scattered, those not kept into a spare column `width` that
+    is cut off afterwards: no boolean indexing, whose result size would need a host synchronisation.
+    """
+    dtype = values.dtype if torch.is_tensor(values) else torch.bool
+    out = torch.full((*index.shape[:-1], width + 1), fill, dtype=dtype, device=index.device)  # (..., width + 1)
+    spare_index = torch.where(keep, index, torch.full_like(index, width))  # (..., L)
+    if accumulate:
+        out.scatter_add_(-1, spare_index, values)
+    else:
+        out.scatter_(-1, spare_index, values)
+    return out[..., :width]
+
+
+def kept_mask(index, keep, width):
+    """(..., width) bool, True at the columns that `index` (..., L) names where `keep` (..., L) is True."""
+    return scatter_kept(index, keep, True, width, fill=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -99,8 +98,8 @@ def candidate_scores(cls_logits, obj_logits):
     return cls_logits.float().sigmoid().mul_(obj_logits.float().sigmoid().unsqueeze(-1)).sqrt_()
 
 
-def class_cost_reference(p, gt_classes, num_classes):
-    """Official class cost: sum over classes of BCE(p, one_hot), built as a (G, C, K) tensor.
+def class_cost_dense(p, gt_classes, num_classes):
+    """The official class cost: sum over classes of BCE(p, one_hot), built as a (G, C, K) tensor (loop, packed).
 
     p: (C, K) float32 scores of the candidates, gt_classes: (G,) int64. Returns (G, C).
     """
@@ -190,13 +189,10 @@ def simota_match(key, ious, invalid_from):
     n = min(TOPK_IOU, C)  # k <= 10
     top_key, top_idx = torch.topk(key, n, dim=-1, largest=False)  # (B, G, n) cheapest first (keys are unique)
     picked = (torch.arange(n, device=device) < ks.unsqueeze(-1)) & (top_key < invalid_from)  # (B, G, n)
-    flat_idx = torch.where(picked, top_idx, torch.full_like(top_idx, C)).reshape(B, -1)  # misses -> spare column
-    claims = torch.zeros(B, C + 1, dtype=torch.long, device=device)
-    claims.scatter_add_(1, flat_idx, torch.ones_like(flat_idx))
-    gt_of_pick = torch.arange(G, device=device).view(1, G, 1).expand(B, G, n).reshape(B, -1)
-    owner = torch.zeros(B, C + 1, dtype=torch.long, device=device)
-    owner.scatter_(1, flat_idx, gt_of_pick)  # right wherever exactly one gt claims the candidate
-    claims, owner = claims[:, :C], owner[:, :C]
+    top_idx, picked = top_idx.reshape(B, G * n), picked.reshape(B, G * n)
+    gt_of_pick = torch.arange(G, device=device).view(1, G, 1).expand(B, G, n).reshape(B, G * n)
+    claims = scatter_kept(top_idx, picked, torch.ones_like(top_idx), C, accumulate=True)  # (B, C) gts taking each
+    owner = scatter_kept(top_idx, picked, gt_of_pick, C)  # (B, C) right wherever exactly one gt claims the candidate
     matched = torch.where(claims > 1, key.argmin(1), owner)  # (B, C) lowest-cost gt where several claim it
     matched_iou = torch.gather(ious, 1, matched.unsqueeze(1)).squeeze(1)  # (B, C)
     return claims > 0, matched, matched_iou
@@ -214,7 +210,7 @@ def _finish(fg, matched_gt, matched_iou, gt_classes, num_gts, matched_cls=None):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# "loop": the reference, image by image (host synchronisation per image, as the official release).
+# "loop": the official algorithm, image by image (host synchronisation per image, as the official release).
 # ----------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def assign_loop(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_valid, grid: AnchorGrid):
@@ -243,7 +239,7 @@ def assign_loop(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_val
         ious = pairwise_iou_cxcywh(gts.unsqueeze(1), pred_boxes[b, cand].float().unsqueeze(0))  # (G, C)
         with torch.autocast(device_type=device.type, enabled=False):
             p = candidate_scores(cls_logits[b, cand], obj_logits[b, cand])  # (C, K)
-            cls_cost = class_cost_reference(p, gt_classes[b, rows], K)  # (G, C)
+            cls_cost = class_cost_dense(p, gt_classes[b, rows], K)  # (G, C)
         key = cost_key(cls_cost, ious, prior_penalty(geometry, K))  # (G, C)
         fg_c, match_c, iou_c = simota_match(key[None], ious[None], invalid_key_floor(K, cand.numel()))  # (1, C)
         fg[b, cand] = fg_c[0]
@@ -271,23 +267,21 @@ def pack_sub_batches(widths: Sequence[int], pack_width: int) -> List[List[int]]:
 
 @torch.no_grad()
 def assign_packed(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_valid, grid: AnchorGrid,
-                  pack_width=10000, image_width=None):
-    """SimOTA on images laid side by side with an x offset S (the widest image), in sub-batches of total width
-    <= pack_width. The packed cost matrix is (sum G) x (sum C) x K, as in the study; pairs from different images are
-    masked so the result equals the per-image assignment. Packed coordinates are float64 so offsets stay exact.
+                  pack_width=10000):
+    """SimOTA on images laid side by side with an x offset S (the grid's pixel width, at least the image width), in
+    sub-batches of total width <= pack_width. The packed cost matrix is (sum G) x (sum C) x K, as in the study; pairs
+    from different images are masked so the result equals the per-image assignment. Packed coordinates are float64
+    so offsets stay exact.
     """
     B, A, K = cls_logits.shape
     device = pred_boxes.device
-    if image_width is None:
-        h, w, s = grid.level_shapes[0]
-        image_width = w * s
-    offset = float(image_width)  # S >= widest image
+    offset = float(grid.pixel_width)  # S >= the image width and past every anchor centre
     fg = torch.zeros(B, A, dtype=torch.bool, device=device)
     matched_gt = torch.zeros(B, A, dtype=torch.long, device=device)
     matched_iou = torch.zeros(B, A, dtype=torch.float32, device=device)
     num_gts = int(gt_valid.sum().item())
     anchor_cx, anchor_cy = grid.centres()
-    for group in pack_sub_batches([int(image_width)] * B, pack_width):
+    for group in pack_sub_batches([grid.pixel_width] * B, pack_width):
         n = len(group)
         imgs = torch.tensor(group, device=device)
         shift = torch.arange(n, device=device, dtype=torch.float64) * offset  # (n,)
@@ -318,7 +312,7 @@ def assign_packed(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_v
         ious = torch.where(same_image, ious, torch.zeros_like(ious))
         with torch.autocast(device_type=device.type, enabled=False):
             p = candidate_scores(cls_logits[imgs[cand_img], cand_anchor], obj_logits[imgs[cand_img], cand_anchor])
-            cls_cost = class_cost_reference(p, gt_classes[imgs[gt_img], gt_row], K)  # (Gp, Cp)
+            cls_cost = class_cost_dense(p, gt_classes[imgs[gt_img], gt_row], K)  # (Gp, Cp)
         penalty = prior_penalty(geometry, K) + (~same_image).float() * 2 * outside_cost(K)
         key = cost_key(cls_cost, ious, penalty)  # (Gp, Cp)
         fg_c, match_c, iou_c = simota_match(key[None], ious[None], invalid_key_floor(K, cand.numel()))
@@ -373,9 +367,7 @@ def centre_prior_candidates(gt_boxes, gt_valid, grid: AnchorGrid):
     anchor_cx, anchor_cy = grid.centres()
     prior = in_centre_prior(cx.unsqueeze(-1), cy.unsqueeze(-1), anchor_cx[idx], anchor_cy[idx], grid.strides[idx])
     hit = ok & prior & gt_valid.unsqueeze(-1)  # (B, M, S)
-    cand = torch.zeros(B, A + 1, dtype=torch.bool, device=device)  # last column collects the misses
-    cand.scatter_(1, torch.where(hit, idx, torch.full_like(idx, A)).reshape(B, -1), True)
-    return idx, hit, cand[:, :A]
+    return idx, hit, kept_mask(idx.reshape(B, -1), hit.reshape(B, -1), A)
 
 
 def _filled_box(values, device):
@@ -391,12 +383,7 @@ def compact(mask, width):
     a (n, width) bool telling the real entries. A cumulative sum replaces sorting or nonzero (no host sync)."""
     n, L = mask.shape
     pos = torch.cumsum(mask, dim=1) - 1  # (n, L) slot of each True entry
-    pos = torch.where(mask, pos, torch.full_like(pos, width))
-    out = torch.zeros(n, width + 1, dtype=torch.long, device=mask.device)
-    out.scatter_(1, pos, torch.arange(L, device=mask.device).expand(n, L))
-    ok = torch.zeros(n, width + 1, dtype=torch.bool, device=mask.device)
-    ok.scatter_(1, pos, True)
-    return out[:, :width], ok[:, :width]
+    return scatter_kept(pos, mask, torch.arange(L, device=mask.device).expand(n, L), width), kept_mask(pos, mask, width)
 
 
 def plan_buckets(gt_counts: Sequence[int], cand_counts: Sequence[int], merge_cells=64 * 1024,
@@ -445,10 +432,6 @@ def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_
     with record_function("simota::host_sync"):
         gt_counts, cand_counts = torch.stack([gt_valid.sum(1), cand.sum(1)]).tolist()  # the one host sync
     num_gts = int(sum(gt_counts))
-    fg = torch.zeros(B, A + 1, dtype=torch.bool, device=device)  # last column collects padding
-    matched_gt = torch.zeros(B, A + 1, dtype=torch.long, device=device)
-    matched_iou = torch.zeros(B, A + 1, dtype=torch.float32, device=device)
-    matched_cls = torch.zeros(B, A + 1, dtype=torch.long, device=device)
     S = slot_idx.shape[-1]
     pad_gt, pad_pred = _filled_box(PAD_GT_BOX, device), _filled_box(PAD_PRED_BOX, device)
     out_cost, never = outside_cost(K), 2 * outside_cost(K)
@@ -460,6 +443,7 @@ def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_
     # every bucket's image indices in one non-blocking copy (a plain torch.tensor(list, device) would block)
     flat_imgs = torch.tensor([i for g in groups for i in g] or [0], dtype=torch.long,
                              pin_memory=device.type == "cuda").to(device, non_blocking=True)
+    found = []  # per bucket, (n * C,) each: candidate's anchor in the batch (B * A), positive?, gt row, class, IoU
     start = 0
     for group in groups:
         n = len(group)
@@ -476,18 +460,14 @@ def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_
         preds = pred_boxes.reshape(B * A, 4).index_select(0, flat).float().view(n, C, 4)
         preds = torch.where(c_ok.unsqueeze(-1), preds, pad_pred)
 
-        # penalty: 0 inside the centre prior, out_cost outside, >= never for padding; the inside pairs come from
-        # the slots already tested, mapped to candidate columns: (n, G, C)
-        c_pen = torch.cat([(~c_ok).float() * never + out_cost, c_ok.new_zeros(n, 1, dtype=torch.float32)], 1)
-        penalty = ((~g_ok).float() * never).unsqueeze(2) + c_pen.unsqueeze(1)  # (n, G, C + 1), spare last column
-        inverse = torch.full((n, A + 1), C, dtype=torch.long, device=device)  # anchor -> candidate column
-        inverse.scatter_(1, torch.where(c_ok, anchors, torch.full_like(anchors, A)),
-                         torch.arange(C, device=device).expand(n, C))
+        # the pairs inside the centre prior, from the slots already tested, mapped to candidate columns: (n, G, C)
+        column = scatter_kept(anchors, c_ok, torch.arange(C, device=device).expand(n, C), A, fill=C)  # (n, A)
         g_slots = torch.gather(slot_idx[imgs], 1, rows.unsqueeze(-1).expand(n, G, S))  # (n, G, S)
         g_hits = torch.gather(slot_hit[imgs], 1, rows.unsqueeze(-1).expand(n, G, S)) & g_ok.unsqueeze(-1)
-        cols = torch.gather(inverse, 1, g_slots.reshape(n, -1)).view(n, G, S)
-        penalty.scatter_(2, torch.where(g_hits, cols, torch.full_like(cols, C)), 0.0)
-        penalty = penalty[..., :C]
+        inside = kept_mask(torch.gather(column, 1, g_slots.reshape(n, -1)).view(n, G, S), g_hits, C)  # (n, G, C)
+        # penalty: 0 inside the centre prior, out_cost outside, >= never for padding: (n, G, C)
+        penalty = ((~g_ok).float() * never).unsqueeze(2) + ((~c_ok).float() * never + out_cost).unsqueeze(1)
+        penalty.masked_fill_(inside, 0.0)
 
         ious = pairwise_iou_cxcywh(gts.unsqueeze(2), preds.unsqueeze(1))  # (n, G, C), 0 for padding
         with torch.autocast(device_type=device.type, enabled=False):
@@ -496,14 +476,17 @@ def assign_batched(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_
             cls_cost = class_cost_decomposed(p, g_cls)  # (n, G, C)
         key = cost_key(cls_cost, ious, penalty)  # (n, G, C)
         fg_c, match_c, iou_c = simota_match(key, ious, invalid_key_floor(K, C))  # (n, C)
-        # write the positives only (padding and negatives go to the spare column): outputs stay zero elsewhere
-        target = torch.where(fg_c & c_ok, anchors, torch.full_like(anchors, A))  # (n, C)
-        img_col = imgs.unsqueeze(1)
-        fg[img_col, target] = True
-        matched_gt[img_col, target] = torch.gather(rows, 1, match_c)
-        matched_cls[img_col, target] = torch.gather(g_cls, 1, match_c)
-        matched_iou[img_col, target] = iou_c
-    return _finish(fg[:, :A], matched_gt[:, :A], matched_iou[:, :A], gt_classes, num_gts, matched_cls[:, :A])
+        found.append((flat, (fg_c & c_ok).reshape(-1), torch.gather(rows, 1, match_c).reshape(-1),
+                      torch.gather(g_cls, 1, match_c).reshape(-1), iou_c.reshape(-1)))
+    if not found:  # no gt has a candidate: nothing to write
+        none = flat_imgs[:0]  # (0,) int64
+        found.append((none, none.bool(), none, none, none.float()))
+    flat, positive, gt_row, gt_cls, gt_iou = (torch.cat(parts) for parts in zip(*found))  # (N,) each
+    # the positives written into (B, A) outputs, zero elsewhere
+    fg = kept_mask(flat, positive, B * A).view(B, A)
+    matched_gt, matched_cls, matched_iou = (scatter_kept(flat, positive, values, B * A).view(B, A)
+                                            for values in (gt_row, gt_cls, gt_iou))
+    return _finish(fg, matched_gt, matched_iou, gt_classes, num_gts, matched_cls)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -538,8 +521,3 @@ def assign(mode, pred_boxes, cls_logits, obj_logits, gt_boxes, gt_classes, gt_va
         if pred_boxes.is_cuda:
             torch.cuda.empty_cache()
         return assign_loop(*args)
-
-
-def levels_for_input(height, width, strides=(8, 16, 32)):
-    """(h, w, stride) per level for an input of height x width pixels."""
-    return tuple((math.ceil(height / s), math.ceil(width / s), s) for s in strides)

@@ -1,14 +1,17 @@
-"""YOLOXHead: the decoupled head (stem, cls and reg branches), box decoding, SimOTA assignment and the losses."""
+"""YOLOXHead: the decoupled head (stem, cls and reg branches), SimOTA assignment and the losses. The anchor grid and
+the box decoding live in yolox.utils.anchors."""
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from ..utils.anchors import AnchorGrid, decode_boxes, decode_outputs
 from .losses import IOUloss
 from .network_blocks import BaseConv, DWConv
-from .simota import SIMOTA_MODES, TOPK_IOU, AnchorGrid, assign
+from .simota import SIMOTA_MODES, TOPK_IOU, assign
 
-__all__ = ["YOLOXHead"]
+__all__ = ["YOLOXHead", "Positives", "gather_positives"]
 
 
 class YOLOXHead(nn.Module):
@@ -54,8 +57,9 @@ class YOLOXHead(nn.Module):
 
     # ------------------------------------------------------------------------------------------------------
     def forward(self, xin, labels=None, imgs=None):
+        # imgs: the official signature's; the assignment takes every size it needs from the anchor grid
         if self.training:
-            return self._forward_train(xin, labels, imgs)
+            return self._forward_train(xin, labels)
         raw_levels = []
         for k, x in enumerate(xin):
             reg_out, obj_out, cls_out = self._level_outputs(k, x)
@@ -73,7 +77,7 @@ class YOLOXHead(nn.Module):
         reg_feat = self.reg_convs[k](x)
         return self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat), self.cls_preds[k](cls_feat)
 
-    def _forward_train(self, xin, labels, imgs):
+    def _forward_train(self, xin, labels):
         """Training: the three outputs are kept apart, (B, A, 4), (B, A) and (B, A, K), each flattened with one
         permute (a view for channels_last maps), instead of concatenating them and slicing the result again (the
         slices' backward would zero-fill three (B, A, 5 + K) tensors)."""
@@ -90,31 +94,25 @@ class YOLOXHead(nn.Module):
         reg_raw = torch.cat(regs, 1)  # (B, A, 4)
         obj_logits = torch.cat(objs, 1)[..., 0]  # (B, A)
         cls_logits = torch.cat(clss, 1)  # (B, A, K)
-        image_width = imgs.shape[-1] if imgs is not None else None
         grid = self.anchor_grid(level_shapes, reg_raw.device)
-        return self.get_losses_split(reg_raw, obj_logits, cls_logits, labels, grid, image_width)
+        return self.get_losses_split(reg_raw, obj_logits, cls_logits, labels, grid)
 
     def anchor_grid(self, level_shapes, device):
+        """The AnchorGrid of levels (h, w, stride) on `device`, kept for the next call with the same levels."""
         key = (tuple(level_shapes), str(device))
         if key not in self._grid_cache:
             self._grid_cache = {key: AnchorGrid.from_shapes(level_shapes, device=device)}
         return self._grid_cache[key]
 
-    @staticmethod
-    def decode_boxes(reg, grid: AnchorGrid):
-        """Raw (B, A, 4) regression -> (B, A, 4) cx, cy, w, h in input pixels: (raw + cell) * stride, exp(raw) * stride."""
-        xy = torch.stack([grid.x_shifts, grid.y_shifts], -1).to(reg.dtype)  # (A, 2)
-        s = grid.strides.to(reg.dtype).unsqueeze(-1)  # (A, 1)
-        return torch.cat([(reg[..., :2] + xy) * s, torch.exp(reg[..., 2:4]) * s], dim=-1)
+    decode_boxes = staticmethod(decode_boxes)  # yolox.utils.anchors.decode_boxes, reached from the head too
 
     def decode_outputs(self, outputs, dtype=None):
         """Eval-mode decoding of the concatenated (B, A, 5+K) outputs, using the level sizes of the last forward."""
         grid = self.anchor_grid([(int(h), int(w), s) for (h, w), s in zip(self.hw, self.strides)], outputs.device)
-        boxes = self.decode_boxes(outputs[..., :4], grid)
-        return torch.cat([boxes, outputs[..., 4:]], dim=-1)
+        return decode_outputs(outputs, grid)  # the module's function (yolox.utils.anchors), not this method
 
     # ------------------------------------------------------------------------------------------------------
-    def get_assignments(self, bbox_preds, cls_logits, obj_logits, labels, grid: AnchorGrid, image_width=None):
+    def get_assignments(self, bbox_preds, cls_logits, obj_logits, labels, grid: AnchorGrid):
         """SimOTA for the whole batch in `self.simota_mode`. labels (B, M, 5); rows summing to zero are padding."""
         labels = labels.float()
         gt_valid = labels.sum(-1) > 0  # (B, M)
@@ -123,72 +121,73 @@ class YOLOXHead(nn.Module):
         return assign(self.simota_mode, bbox_preds.detach(), cls_logits.detach(), obj_logits.detach(),
                       gt_boxes, gt_classes, gt_valid, grid, pack_width=self.simota_pack_width)
 
-    def get_losses(self, outputs, labels, grid: AnchorGrid, image_width=None):
+    def get_losses(self, outputs, labels, grid: AnchorGrid):
         """Loss terms as the official release: (total, 5 * iou, obj, cls, l1, num_fg / num_gts), each / num_fg.
 
         outputs: raw (B, A, 5 + K) = reg (4), obj (1), cls (K) per anchor, the official layout.
         """
-        return self.get_losses_split(outputs[..., :4], outputs[..., 4], outputs[..., 5:], labels, grid, image_width)
+        return self.get_losses_split(outputs[..., :4], outputs[..., 4], outputs[..., 5:], labels, grid)
 
-    def get_losses_split(self, reg_raw, obj_logits, cls_logits, labels, grid: AnchorGrid, image_width=None):
+    def get_losses_split(self, reg_raw, obj_logits, cls_logits, labels, grid: AnchorGrid):
         """get_losses on the outputs kept apart: reg_raw (B, A, 4), obj_logits (B, A), cls_logits (B, A, K)."""
         B, A, _ = reg_raw.shape
-        K = self.num_classes
         if reg_raw.dtype == torch.bfloat16:
             # bfloat16 (--fp16 on a CPU) keeps 8 significant bits: decoded in it, box centres at input 352 would be
             # up to 1 pixel off (0.25 on average), where float16, the official --fp16, keeps them within 1/8 pixel.
             # The losses and the assignment take float32 outputs instead.
             reg_raw, obj_logits, cls_logits = reg_raw.float(), obj_logits.float(), cls_logits.float()
-        bbox_preds = self.decode_boxes(reg_raw, grid)  # (B, A, 4)
+        bbox_preds = decode_boxes(reg_raw, grid)  # (B, A, 4)
 
-        asg = self.get_assignments(bbox_preds, cls_logits, obj_logits, labels, grid, image_width)
-        fg = asg.fg_mask  # (B, A)
-        num_fg = fg.sum().float().clamp(min=1.0)  # tensor: no host synchronisation
+        asg = self.get_assignments(bbox_preds, cls_logits, obj_logits, labels, grid)
+        num_fg = asg.fg_mask.sum().float().clamp(min=1.0)  # tensor: no host synchronisation
 
-        loss_obj = self.bcewithlog_loss(obj_logits, fg.to(obj_logits.dtype)).sum() / num_fg
-
-        # Positives, gathered with a bound known on the host (each gt takes at most 10 anchors).
-        bound = min(B * A, TOPK_IOU * asg.num_gts)
-        loss_l1 = reg_raw.new_zeros(())
+        loss_obj = self.bcewithlog_loss(obj_logits, asg.fg_mask.to(obj_logits.dtype)).sum() / num_fg
+        bound = min(B * A, TOPK_IOU * asg.num_gts)  # each gt takes at most TOPK_IOU anchors
         if bound == 0:
-            # No ground truth in the batch: the terms are sums over no positive, as the official's empty fg mask
-            # gives, still in the graph (zero gradients), so that under DistributedDataParallel every parameter of
-            # the head takes part in each process's backward even when its share of the batch has no box.
-            loss_iou = bbox_preds.reshape(-1, 4)[:0].sum()
-            loss_cls = cls_logits.reshape(-1, K)[:0].sum()
-            if self.use_l1:
-                loss_l1 = reg_raw.reshape(-1, 4)[:0].sum()
+            loss_iou, loss_cls, loss_l1 = self._losses_without_positives(reg_raw, bbox_preds, cls_logits)
         else:
-            pos = torch.sort((~fg).reshape(-1).to(torch.uint8), stable=True).indices[:bound]  # (N,) positives first
-            is_pos = fg.reshape(-1)[pos]  # (N,)
-            img, anchor = pos // A, pos % A
-            gt_rows = asg.matched_gt.reshape(-1)[pos]
-            keep = is_pos.unsqueeze(-1)  # (N, 1)
-            # Filler rows (negatives past the positives) get a harmless unit box *before* the loss, so that a
-            # diverging prediction there cannot send 0 x inf = NaN into the gradients; their loss is zeroed too.
-            reg_targets = labels[img, gt_rows, 1:5].float()  # (N, 4)
-            reg_targets = torch.where(keep, reg_targets, torch.ones_like(reg_targets))
-            pred_boxes = torch.where(keep, bbox_preds.reshape(-1, 4)[pos], torch.ones_like(reg_targets))
-            iou_l = self.iou_loss(pred_boxes, reg_targets)  # (N,)
-            loss_iou = torch.where(is_pos, iou_l, torch.zeros_like(iou_l)).sum() / num_fg
-
-            # one_hot(class) x IoU in float32, built by scatter (F.one_hot checks its input on the host)
-            cls_targets = torch.zeros(bound, K, dtype=torch.float32, device=cls_logits.device)
-            cls_targets.scatter_(1, asg.matched_cls.reshape(-1)[pos].unsqueeze(-1),
-                                 asg.matched_iou.reshape(-1)[pos].unsqueeze(-1).float())  # (N, K)
-            cls_l = self.bcewithlog_loss(cls_logits.reshape(-1, K)[pos], cls_targets)
-            loss_cls = torch.where(keep, cls_l, torch.zeros_like(cls_l)).sum() / num_fg
-
-            if self.use_l1:
-                l1_targets = self.get_l1_target(reg_targets, grid.strides[anchor], grid.x_shifts[anchor],
-                                                grid.y_shifts[anchor])  # (N, 4) float32
-                raw = torch.where(keep, reg_raw.reshape(-1, 4)[pos], l1_targets.to(reg_raw.dtype))
-                l1_l = self.l1_loss(raw, l1_targets)
-                loss_l1 = torch.where(keep, l1_l, torch.zeros_like(l1_l)).sum() / num_fg
+            pos = gather_positives(asg.fg_mask, bound)
+            loss_iou, loss_cls, loss_l1 = self._positive_losses(pos, reg_raw, bbox_preds, cls_logits, labels, asg,
+                                                                grid, num_fg)
 
         reg_weight = 5.0
         loss = reg_weight * loss_iou + loss_obj + loss_cls + loss_l1
         return loss, reg_weight * loss_iou, loss_obj, loss_cls, loss_l1, num_fg / max(asg.num_gts, 1)
+
+    def _positive_losses(self, pos, reg_raw, bbox_preds, cls_logits, labels, asg, grid: AnchorGrid, num_fg):
+        """(iou, cls, l1) losses over the positives `pos` (gather_positives), each summed and divided by num_fg."""
+        K = self.num_classes
+        real = pos.real.unsqueeze(-1)  # (N, 1)
+        # Filler rows (negatives past the positives) get a harmless unit box *before* the loss, so that a
+        # diverging prediction there cannot send 0 x inf = NaN into the gradients; their loss is zeroed too.
+        reg_targets = labels[pos.image, asg.matched_gt.reshape(-1)[pos.index], 1:5].float()  # (N, 4)
+        reg_targets = torch.where(real, reg_targets, torch.ones_like(reg_targets))
+        pred_boxes = torch.where(real, bbox_preds.reshape(-1, 4)[pos.index], torch.ones_like(reg_targets))
+        loss_iou = _sum_over_real(self.iou_loss(pred_boxes, reg_targets), pos.real) / num_fg  # iou_loss: (N,)
+
+        # one_hot(class) x IoU in float32, built by scatter (F.one_hot checks its input on the host)
+        cls_targets = torch.zeros(pos.index.numel(), K, dtype=torch.float32, device=cls_logits.device)
+        cls_targets.scatter_(1, asg.matched_cls.reshape(-1)[pos.index].unsqueeze(-1),
+                             asg.matched_iou.reshape(-1)[pos.index].unsqueeze(-1).float())  # (N, K)
+        loss_cls = _sum_over_real(self.bcewithlog_loss(cls_logits.reshape(-1, K)[pos.index], cls_targets),
+                                  pos.real) / num_fg
+
+        loss_l1 = reg_raw.new_zeros(())
+        if self.use_l1:
+            l1_targets = self.get_l1_target(reg_targets, grid.strides[pos.anchor], grid.x_shifts[pos.anchor],
+                                            grid.y_shifts[pos.anchor])  # (N, 4) float32
+            raw = torch.where(real, reg_raw.reshape(-1, 4)[pos.index], l1_targets.to(reg_raw.dtype))
+            loss_l1 = _sum_over_real(self.l1_loss(raw, l1_targets), pos.real) / num_fg
+        return loss_iou, loss_cls, loss_l1
+
+    def _losses_without_positives(self, reg_raw, bbox_preds, cls_logits):
+        """(iou, cls, l1) of a batch without any gt: sums over no positive, as the official's empty fg mask gives,
+        still in the graph (zero gradients), so that under DistributedDataParallel every parameter of the head takes
+        part in each process's backward even when its share of the batch has no box."""
+        loss_iou = bbox_preds.reshape(-1, 4)[:0].sum()
+        loss_cls = cls_logits.reshape(-1, self.num_classes)[:0].sum()
+        loss_l1 = reg_raw.reshape(-1, 4)[:0].sum() if self.use_l1 else reg_raw.new_zeros(())
+        return loss_iou, loss_cls, loss_l1
 
     @staticmethod
     def get_l1_target(gt, stride, x_shifts, y_shifts, eps=1e-8):
@@ -205,3 +204,31 @@ def _flatten_level(x):
     """(B, C, h, w) -> (B, h * w, C), rows in the official anchor order (y outer, x inner)."""
     b, c = x.shape[:2]
     return x.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
+class Positives(NamedTuple):
+    """The positive anchors of a batch as rows of a length known on the host; filler rows follow the positives."""
+
+    index: torch.Tensor  # (N,) int64, flat index into the batch's B * A anchors
+    real: torch.Tensor  # (N,) bool, a positive (True) or a filler row, a negative past the last positive (False)
+    image: torch.Tensor  # (N,) int64, image of the row
+    anchor: torch.Tensor  # (N,) int64, anchor of the row within its image
+
+
+def gather_positives(fg_mask, bound):
+    """The positives of fg_mask (B, A), in batch order, then negatives as filler up to `bound` rows: Positives (N,).
+
+    `bound` is a host-known upper limit of the number of positives (each gt takes at most TOPK_IOU anchors), at
+    most B * A. The count itself is on the device: a boolean index or nonzero() would wait for it, a host
+    synchronisation every iteration. A stable sort of the negative flags puts the positives first instead, and the
+    cut at `bound` gives every loss tensor a size known in advance; the losses mask the filler rows out (`real`).
+    """
+    B, A = fg_mask.shape
+    index = torch.sort((~fg_mask).reshape(-1).to(torch.uint8), stable=True).indices[:bound]  # (N,) positives first
+    return Positives(index, fg_mask.reshape(-1)[index], index // A, index % A)
+
+
+def _sum_over_real(loss, real):
+    """Sum of the loss rows (N, ...) whose `real` (N,) is True; the filler rows count zero."""
+    real = real.reshape(real.shape + (1,) * (loss.dim() - 1))  # (N, 1, ...) against (N, ...)
+    return torch.where(real, loss, torch.zeros_like(loss)).sum()

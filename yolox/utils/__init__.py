@@ -1,5 +1,5 @@
-"""Utilities shared by the whole package; yolox.utils imports nothing else from yolox (demo_postprocess imports the
-head's decoding when called)."""
+"""Utilities shared by the whole package; yolox.utils imports nothing else from yolox."""
+from .anchors import *
 from .boxes import *
 from .compat import *
 from .demo_utils import *
@@ -8,7 +8,6 @@ from .model_utils import *
 from .checkpoint import *
 from .dist import *
 from .visualize import *
-from .profiler import *
 from .ema import *
 from .metric import *
 from .logger import *

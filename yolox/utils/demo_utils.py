@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torchvision
 
+from .anchors import AnchorGrid, decode_boxes
+
 __all__ = ["mkdir", "nms", "multiclass_nms", "demo_postprocess", "random_color", "visualize_assign"]
 
 
@@ -76,12 +78,8 @@ def demo_postprocess(outputs, img_size, p6=False):
     Columns 0-3 become cx, cy, w, h: (raw xy + grid cell) * stride and exp(raw wh) * stride, for strides 8, 16, 32
     (and 64 with p6), the grid of each level being img_size (h, w) // stride. The scores (columns 4+) are already
     sigmoids. Like the official helper, `outputs` (a float numpy array or a tensor) is changed in place and returned.
-    The decoding is the model head's own (YOLOXHead.decode_boxes), so every backend decodes the same way.
+    The decoding is the model head's own (yolox.utils.anchors.decode_boxes), so every backend decodes the same way.
     """
-    # imported here: yolox.utils is imported by yolox.models, not the other way round
-    from yolox.models.simota import AnchorGrid
-    from yolox.models.yolo_head import YOLOXHead
-
     strides = (8, 16, 32, 64) if p6 else (8, 16, 32)
     level_shapes = [(int(img_size[0]) // s, int(img_size[1]) // s, s) for s in strides]
     grid = AnchorGrid.from_shapes(level_shapes)
@@ -92,7 +90,7 @@ def demo_postprocess(outputs, img_size, p6=False):
             f"strides {strides} gives {grid.num_anchors}; pass the input size the model was exported with "
             f"(and p6=True only for a model with a stride-64 level)."
         )
-    tensor[..., :4] = YOLOXHead.decode_boxes(tensor[..., :4], grid)
+    tensor[..., :4] = decode_boxes(tensor[..., :4], grid)
     return outputs
 
 
