@@ -8,11 +8,11 @@ import torch
 from loguru import logger
 
 from train_helpers import EVAL_PY, FOREST_EXP, ROOT, run_tool, train_argv
-from yolox.apps.cli import run_cli
-from yolox.apps.demo_cli import run_demo_cli
-from yolox.apps.evaluate import run_eval_cli
-from yolox.apps.export_cli import run_onnx_cli
-from yolox.apps.train import run_train_cli
+from yolox.tools.cli import run_cli
+from yolox.tools.demo import run_demo_cli
+from yolox.tools.eval import run_eval_cli
+from yolox.tools.export_onnx import run_onnx_cli
+from yolox.tools.train import run_train_cli
 from yolox.exp import get_exp
 
 S_EXP = str(ROOT / "exps" / "yolox_s.py")
@@ -158,6 +158,14 @@ def test_eval_corrupt_image_as_a_new_user_sees_it(tmp_path, forest_copy, forest_
                                 "output_dir", str(tmp_path)])
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("| ERROR") == 1
+
+
+def test_demo_without_an_existing_path(capsys, tmp_path):
+    # the official default --path ./assets/dog.jpg is not shipped: no --path is one line, before any model is built
+    line = user_error(capsys, run_demo_cli, ["image", "-f", FOREST_EXP])
+    assert "no --path given" in line and "give an image or a folder of images" in line and "with --path" in line
+    line = user_error(capsys, run_demo_cli, ["video", "-f", FOREST_EXP, "--path", str(tmp_path / "clip.mp4")])
+    assert "clip.mp4" in line and "does not exist" in line and "a video (demo video) with --path" in line
 
 
 @pytest.mark.parametrize("main, extra", [(run_eval_cli, ["-b", "2"]), (run_demo_cli, None), (run_onnx_cli, None)])

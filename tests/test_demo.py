@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from yolox.apps.class_names import class_names_for_exp
-from yolox.apps.demo_cli import run_demo_cli
+from yolox.tools.demo import run_demo_cli
 from yolox.utils import color_for, vis
 
 EXP_TEXT = '''
@@ -115,3 +115,7 @@ def test_demo_user_errors(tiny):
             run_demo_cli(["image", "-f", str(exp_file), "-c", str(ckpt), "--path", str(images), "--device", "gpu"])
     with pytest.raises(ValueError, match="demo type"):
         run_demo_cli(["photo", "-f", str(exp_file), "-c", str(ckpt)])
+    with pytest.raises(ValueError, match="no --path given: give an image or a folder of images"):
+        run_demo_cli(["image", "-f", str(exp_file), "-c", str(ckpt)])
+    with pytest.raises(ValueError, match="no --path given"):
+        run_demo_cli(["video", "-f", str(exp_file), "-c", str(ckpt)])

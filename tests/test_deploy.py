@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from yolox.apps.bench_infer import compare_detections
-from yolox.apps.bench_weights import detector_like, forest_images
-from yolox.apps.demo_cli import run_demo_cli
-from yolox.apps.evaluate import run_eval_cli
-from yolox.apps.export_cli import run_onnx_cli, run_openvino_cli
+from benchmarks.fitted_weights import detector_like, forest_images
+from benchmarks.infer import compare_detections
+from yolox.tools.demo import run_demo_cli
+from yolox.tools.eval import run_eval_cli
+from yolox.tools.export_onnx import run_onnx_cli
+from yolox.tools.export_openvino import run_openvino_cli
 from yolox.apps.predictor import Predictor, load_backend
 from yolox.data import ValTransform
 from yolox.deploy import (DECODED_KEY, OnnxRuntimeBackend, TorchBackend, backend_for_file, outputs_look_decoded)
@@ -63,7 +64,7 @@ def _perturbed(model, seed=0):
 
 
 def _fitted(exp, val_tiles, class_logit_std=0.0):
-    """exp's model with weights that detect the val tiles' trees (yolox.apps.bench_weights): real, varied
+    """exp's model with weights that detect the val tiles' trees (benchmarks.fitted_weights): real, varied
     detections without training."""
     torch.manual_seed(0)
     return detector_like(exp.get_model(), *val_tiles, class_logit_std=class_logit_std)

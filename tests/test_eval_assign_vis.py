@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from yolox.apps.assign_vis import assign_image, chw_to_bgr, draw_assignment
-from yolox.apps.assign_vis_cli import assignment_dataset, run_assign_vis_cli
+from yolox.apps.assign_vis import assign_image, assignment_dataset, chw_to_bgr, draw_assignment
+from yolox.tools.visualize_assign import run_assign_vis_cli
 from yolox.utils import color_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from pycocotools.cocoeval import COCOeval
 
-from yolox.apps.evaluate import run_eval_cli
+from yolox.tools.eval import run_eval_cli
 from yolox.data import COCODataset, TrainTransform, ValTransform
 from yolox.evaluators import COCOEvaluator
 from yolox.evaluators.inference import InferenceStats

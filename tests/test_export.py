@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from model_zoo import perturb_weights
-from yolox.apps.export_cli import run_onnx_cli, run_torchscript_cli
+from yolox.tools.export_onnx import run_onnx_cli
+from yolox.tools.export_torchscript import run_torchscript_cli
 from yolox.utils import CheckpointError
 
 EXP_TEXT = '''

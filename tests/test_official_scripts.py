@@ -68,8 +68,8 @@ def test_official_train_script_trains(tmp_path, cache):
 
 def test_official_eval_flow_gives_this_packages_ap(tmp_path):
     """The official tools/eval.py main(): get_evaluator, load ckpt["model"], evaluate(model, is_distributed, fp16,
-    trt_file, decoder, test_size) -> (*_, summary); the same AP as yolox.apps' evaluation of the checkpoint."""
-    from yolox.apps.train import run_train_cli
+    trt_file, decoder, test_size) -> (*_, summary); the same AP as yolox.tools.eval's evaluation of the checkpoint."""
+    from yolox.tools.train import run_train_cli
     from yolox.exp import get_exp
     from yolox.utils import fuse_model, get_model_info, setup_logger
 

@@ -9,7 +9,7 @@ from train_helpers import (
     FOREST_EXP, ROOT, TRAIN_PY, load, read_metrics, record_first_batches, run_dir, subprocess_env, tiny_opts,
     train_argv,
 )
-from yolox.apps.train import make_parser
+from yolox.tools.train import make_parser
 from yolox.core import launch
 from yolox.exp import get_exp
 

@@ -1,54 +1,11 @@
 #!/usr/bin/env python
 """Print params, GFLOPs, output shape and forward time of the published YOLOX models (a real forward pass each)."""
-import argparse
-import json
+import os
 import sys
 
-from loguru import logger
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout too
 
-
-def make_parser():
-    from yolox.exp.build import EXP_NAMES
-
-    parser = argparse.ArgumentParser("YOLOX model info")
-    parser.add_argument(
-        "-n",
-        "--name",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help=f"models to describe (default: all): {', '.join(EXP_NAMES)}",
-    )
-    parser.add_argument("--runs", type=int, default=1, help="timed forward passes per model (mean is reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed forward passes before timing")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    return parser
-
-
-def main(argv=None):
-    args = make_parser().parse_args(argv)
-    from yolox.exp.model_info import describe_models, format_model_table
-
-    from yolox.exp.build import canonical_exp_name
-
-    try:
-        names = [canonical_exp_name(n) for n in args.name] if args.name else None
-    except ValueError as e:
-        make_parser().error(str(e))
-    rows = describe_models(
-        names,
-        runs=args.runs,
-        warmup=args.warmup,
-        device=args.device,
-        progress=lambda name: logger.info(f"building and running {name}"),
-    )
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(format_model_table(rows))
-    return 0
-
+from yolox.tools.model_info import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

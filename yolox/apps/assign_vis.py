@@ -1,4 +1,5 @@
-"""Pictures of SimOTA's choices: each gt box and the anchor points assigned to it, one colour per gt."""
+"""Pictures of SimOTA's choices: each gt box and the anchor points assigned to it, one colour per gt, on the Exp's
+images letterboxed without augmentation."""
 import cv2
 import numpy as np
 import torch
@@ -6,7 +7,17 @@ import torch
 from yolox.models.simota import AnchorGrid, assign
 from yolox.utils import color_for
 
-__all__ = ["assign_image", "draw_assignment", "chw_to_bgr"]
+__all__ = ["assignment_dataset", "assign_image", "draw_assignment", "chw_to_bgr"]
+
+
+def assignment_dataset(exp, split):
+    """The Exp's dataset of `split`, letterboxed with its labels as (class, cx, cy, w, h), no augmentation."""
+    from yolox.data import TrainTransform
+
+    dataset = exp.get_dataset() if split == "train" else exp.get_eval_dataset()
+    # The plain letterbox of the training transform (no flip, no HSV) keeps the labels, which ValTransform drops.
+    dataset.preproc = TrainTransform(max_labels=200, flip_prob=0.0, hsv_prob=0.0)
+    return dataset
 
 
 @torch.no_grad()

@@ -7,8 +7,10 @@ import torch
 from loguru import logger
 
 from yolox.deploy import export_metadata
+from yolox.exp import load_exp_weights
 
-__all__ = ["prepare_for_export", "export_onnx", "simplify_onnx", "set_onnx_metadata", "export_torchscript"]
+__all__ = ["prepare_for_export", "exp_model_for_export", "export_onnx", "simplify_onnx", "set_onnx_metadata",
+           "export_torchscript"]
 
 
 def prepare_for_export(model, decode_in_inference=False):
@@ -20,6 +22,14 @@ def prepare_for_export(model, decode_in_inference=False):
         raise TypeError(f"{type(model).__name__} has no YOLOX head with `decode_in_inference`; cannot export it")
     head.decode_in_inference = bool(decode_in_inference)
     return model
+
+
+def exp_model_for_export(exp, ckpt_file, decode_in_inference=False):
+    """exp's model with the weights of ckpt_file (weights only; class count checked), prepared for export."""
+    model = exp.get_model()
+    load_exp_weights(model, ckpt_file, num_classes=exp.num_classes)
+    logger.info("loading checkpoint done.")
+    return prepare_for_export(model, decode_in_inference)
 
 
 def export_onnx(model, output_name, input_shape, opset=11, dynamic=False, simplify=True, input_node="images",

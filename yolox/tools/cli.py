@@ -1,5 +1,4 @@
 """Running a command line's main: user errors as one clear log line and exit status 2, bugs with a traceback."""
-import argparse
 import sys
 
 from loguru import logger
@@ -9,8 +8,7 @@ from yolox.core import NonFiniteLossError, TrainingInterrupted
 from yolox.data import CorruptImageError
 from yolox.utils import CheckpointError, MatplotlibMissing
 
-__all__ = ["USER_ERRORS", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "run_cli", "user_message", "apply_test_overrides",
-           "model_sizes"]
+__all__ = ["USER_ERRORS", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "run_cli", "user_message", "apply_test_overrides"]
 
 # Errors whose message already tells the user which file or value to fix.
 USER_ERRORS = (CheckpointError, FileNotFoundError, ValueError, NotImplementedError, CorruptImageError,
@@ -65,13 +63,3 @@ def apply_test_overrides(exp, args):
     if args.tsize is not None:
         exp.test_size = (args.tsize, args.tsize)
 
-
-def model_sizes(text):
-    """argparse type of the benchmarks' --models: "yolox-nano:416,yolox-s:640" -> (("yolox-nano", 416), ...)."""
-    out = []
-    for item in text.split(","):
-        name, _, size = item.partition(":")
-        if not size.isdigit():
-            raise argparse.ArgumentTypeError(f"{item!r}: expected name:size, e.g. yolox-nano:416")
-        out.append((name.strip(), int(size)))
-    return tuple(out)
