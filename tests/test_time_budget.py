@@ -6,9 +6,11 @@ import pytest
 from loguru import logger
 
 from train_helpers import FOREST_EXP, TINY_LR_PER_IMG, load, read_metrics, run_dir, train_argv
-from yolox.apps.train import run_train_cli
+from yolox.tools.train import run_train_cli
 from yolox.core.time_budget import TimeBudget, evaluations_after, fit_max_epoch
-from yolox.exp import get_exp
+from yolox.core import Trainer
+from yolox.core.parts import TrainerPart
+from yolox.exp import Exp, get_exp
 
 
 @pytest.fixture(autouse=True)
@@ -72,9 +74,40 @@ def test_time_budget_plans_from_the_end_of_the_warm_up_until_the_plain_phase():
     assert budget.plan(0, 10, 20, 30, 5, 10, 5) == 30  # up to the ceiling only
 
 
-def test_a_run_with_a_time_budget_ends_within_it(tmp_path):
-    """40 epochs asked, 12 s allowed: the schedule is cut when the warm-up ends, the plain phase still runs, the lr
-    ends at its minimum (the cosine was refitted), and the checkpoint keeps the fitted max_epoch for a resume."""
+class SimulatedMachine(TrainerPart):
+    """A machine on which a training iteration takes `iter_s` seconds and an evaluation `eval_s`: the Trainer's clock
+    (its `clock` argument) reads this part's time, so that a run's length is the same on any machine."""
+
+    def __init__(self, iter_s, eval_s):
+        self.now, self.iter_s, self.eval_s = 1000.0, iter_s, eval_s
+
+    def clock(self):
+        return self.now
+
+    def after_iter(self, trainer):
+        self.now += self.iter_s
+
+    def epoch_trained(self, trainer):  # after the time budget read the epoch's end: the evaluation follows
+        if (trainer.epoch + 1) % trainer.exp.eval_interval == 0:
+            self.now += self.eval_s
+
+
+@pytest.fixture
+def simulated_machine(monkeypatch):
+    """Trainers built by the Exp run on a SimulatedMachine (iterations of 0.25 s, evaluations of 0.5 s)."""
+
+    def get_trainer(exp, args):
+        machine = SimulatedMachine(iter_s=0.25, eval_s=0.5)
+        trainer = Trainer(exp, args, clock=machine.clock)
+        trainer.parts.append(machine)
+        return trainer
+
+    monkeypatch.setattr(Exp, "get_trainer", get_trainer)
+
+
+def test_a_run_with_a_time_budget_ends_within_it(tmp_path, simulated_machine):
+    """40 epochs asked, 12 s allowed on a simulated machine (iterations of 0.25 s, evaluations of 0.5 s): the schedule is cut when the warm-up ends, the plain phase still runs, the lr ends at its minimum (the cosine was
+    refitted), the run's time stays within the budget, and the checkpoint keeps the fitted max_epoch for a resume."""
     trainer = run_train_cli(train_argv(tmp_path, max_epoch=40, warmup_epochs=3, no_aug_epochs=1, eval_interval=2,
                                        max_train_minutes=0.2, save_history_ckpt=False))
     folder = run_dir(tmp_path)
@@ -83,6 +116,7 @@ def test_a_run_with_a_time_budget_ends_within_it(tmp_path):
     assert 5 <= trainer.max_epoch < 40
     last = load(folder / "last_epoch_ckpt.pth")
     assert last["max_epoch"] == trainer.max_epoch == last["start_epoch"] and last["max_epoch_asked"] == 40
+    assert last["train_seconds"] <= 0.2 * 60
     metrics = read_metrics(folder)
     steps = [m for m in metrics if "lr" in m]
     assert steps[-1]["iteration"] == trainer.max_epoch * trainer.max_iter

@@ -14,8 +14,8 @@ from train_helpers import (
     EVAL_PY, FOREST_EXP, TRAIN_PY, assert_state_dicts_close, load, read_metrics, run_dir, run_tool, subprocess_env,
     train_argv,
 )
-from yolox.apps.evaluate import run_eval_cli
-from yolox.apps.train import run_train_cli
+from yolox.tools.eval import run_eval_cli
+from yolox.tools.train import run_train_cli
 
 LOG_LINE = re.compile(
     r"epoch: \d+/\d+, iter: \d+/\d+, gpu mem: \d+Mb, mem: [\d.]+Gb, iter_time: [\d.]+s, data_time: [\d.]+s, "
@@ -156,9 +156,9 @@ def test_a_nan_loss_stops_with_its_message_and_keeps_the_last_checkpoint(tmp_pat
 @pytest.mark.parametrize("native", [True, False])
 def test_fp16_on_the_cpu_trains_in_bfloat16_where_the_cpu_has_it(tmp_path, monkeypatch, native):
     """--fp16 without CUDA: bfloat16 autocast on a CPU with bfloat16 in hardware, float32 (one log line) on others."""
-    import yolox.core.trainer as trainer_module
+    import yolox.core.step as step_module
 
-    monkeypatch.setattr(trainer_module, "cpu_has_native_bfloat16", lambda: native)
+    monkeypatch.setattr(step_module, "cpu_has_native_bfloat16", lambda: native)
     seen = []
     hook = torch.nn.modules.module.register_module_forward_hook(
         lambda m, i, o: seen.append(o.dtype) if isinstance(m, torch.nn.Conv2d) and m.training else None)

@@ -13,9 +13,16 @@ from collections import OrderedDict
 import torch
 from tabulate import tabulate
 
+from loguru import logger
+
 from yolox.utils import is_parallel
 
-__all__ = ["STAGES", "StageClock", "NullClock", "stage_hooks", "profile_table"]
+from .parts import TrainerPart
+
+__all__ = ["STAGES", "StageClock", "NullClock", "stage_hooks", "profile_table", "StageProfile", "ProfileDone",
+           "PROFILE_WARMUP_ITERS"]
+
+PROFILE_WARMUP_ITERS = 5
 
 STAGES = (
     "data wait",
@@ -128,3 +135,42 @@ def profile_table(per_stage_ms, title=None):
     rows.append(("total", f"{total:.1f}", "100.0%" if total > 0 else "-"))
     table = tabulate(rows, headers=["stage", "ms / iter", "share"], tablefmt="github", colalign=("left", "right", "right"))
     return f"{title}\n{table}" if title else table
+
+
+class ProfileDone(Exception):
+    """Raised after the profile table is printed: a --profile run stops there."""
+
+
+class StageProfile(TrainerPart):
+    """--profile N: time N iterations after PROFILE_WARMUP_ITERS of warm-up, stage by stage, log the table and stop
+    the run (ProfileDone). It gives the Trainer and its TrainStep a StageClock and hooks the model's parts."""
+
+    def __init__(self, iterations):
+        self.iterations = iterations
+        self._hooks = None
+
+    def before_train(self, trainer):
+        trainer.clock = trainer.step.clock = StageClock(trainer.device)
+        self._hooks = stage_hooks(trainer.model, trainer.clock)
+        self._hooks.__enter__()
+        logger.info(f"profiling {self.iterations} iterations after {PROFILE_WARMUP_ITERS} of warm-up")
+
+    def before_iter(self, trainer):
+        done = trainer.progress_in_iter - (trainer.start_epoch * trainer.max_iter + trainer.start_iter)
+        trainer.clock.recording = PROFILE_WARMUP_ITERS <= done < PROFILE_WARMUP_ITERS + self.iterations
+
+    def after_iter(self, trainer):
+        if trainer.clock.iterations < self.iterations:
+            return
+        head = getattr(trainer.model.module if is_parallel(trainer.model) else trainer.model, "head", None)
+        title = (f"per-stage profile: {trainer.clock.iterations} iterations after {PROFILE_WARMUP_ITERS} of warm-up, "
+                 f"batch {trainer.batch_per_rank()} per process, size {trainer.input_size}, "
+                 f"simota_mode {getattr(head, 'simota_mode', '-')}, device {trainer.device}")
+        logger.info("\n" + profile_table(trainer.clock.per_iteration_ms(), title))
+        trainer.clock = trainer.step.clock = NullClock()
+        raise ProfileDone()
+
+    def after_train(self, trainer, finished):
+        if self._hooks is not None:
+            self._hooks.__exit__(None, None, None)
+            self._hooks = None

@@ -1,15 +1,18 @@
 """One training step on a prepared batch: forward with the loss, a finite-loss check, backward, optimiser step, EMA.
 
-The Trainer runs it every iteration; tools/bench_train.py times it on a fixed batch; a user's own loop can call it.
+The Trainer runs it every iteration; benchmarks/bench_train.py times it on a fixed batch; a user's own loop can call it.
 """
 import contextlib
+import inspect
 import math
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .stage_profile import NullClock
 
-__all__ = ["LOSS_KEYS", "NonFiniteLossError", "autocast_for", "cpu_has_native_bfloat16", "TrainStep"]
+__all__ = ["LOSS_KEYS", "NonFiniteLossError", "autocast_for", "cpu_has_native_bfloat16", "TrainStep",
+           "mixed_precision", "grad_scaler", "rank_local_buffers", "is_finite"]
 
 # the loss terms the official log prints, in its order
 LOSS_KEYS = ("total_loss", "iou_loss", "l1_loss", "conf_loss", "cls_loss")
@@ -25,6 +28,38 @@ def cpu_has_native_bfloat16():
     cpu = getattr(torch, "cpu", None)
     checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(bool(check()) for check in checks if callable(check))
+
+
+def mixed_precision(device, fp16):
+    """(mixed precision on, a note for the log or None) for --fp16 on `device`: float16 on CUDA; on a CPU bfloat16
+    autocast where it has bfloat16 in hardware, elsewhere float32, as the official --fp16 does on a CPU (its CUDA
+    autocast does nothing there) and because emulated bfloat16 would be slower."""
+    device = torch.device(device)
+    if not fp16 or device.type == "cuda":
+        return bool(fp16), None
+    if not cpu_has_native_bfloat16():
+        return False, ("--fp16 on a CPU without bfloat16 in hardware (AVX512-BF16 or AMX): training in float32, where "
+                       "emulated bfloat16 would be slower")
+    return True, "--fp16 on the CPU: bfloat16 autocast, no GradScaler (float16 mixed precision needs CUDA)"
+
+
+def grad_scaler(enabled):
+    """The CUDA GradScaler of --fp16 (torch.amp from torch 2.3, torch.cuda.amp before)."""
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+def rank_local_buffers():
+    """DDP keyword for BN statistics kept per rank (synced at start only), as the official broadcast_buffers=False;
+    newer torch names it forward_sync_buffers."""
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+def is_finite(value):
+    return value == value and value not in (float("inf"), float("-inf"))
 
 
 def autocast_for(device, mixed_precision):

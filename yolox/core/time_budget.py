@@ -15,7 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import List
 
-__all__ = ["TimeBudget", "fit_max_epoch", "evaluations_after", "process_start_time"]
+import torch
+import torch.distributed as dist
+from loguru import logger
+
+from .parts import TrainerPart
+
+__all__ = ["TimeBudget", "TimeBudgetPart", "fit_max_epoch", "evaluations_after", "process_start_time"]
 
 
 def process_start_time():
@@ -118,3 +124,72 @@ class TimeBudget:
         if overrun or abs(fitted - max_epoch) >= tolerance:
             return fitted if fitted != max_epoch else None
         return None
+
+
+class TimeBudgetPart(TrainerPart):
+    """The run's wall clock in the Trainer: the time spent (kept in checkpoints, so a resume counts it) and, with
+    Exp.max_train_minutes, the max_epoch fitted to the budget after every epoch (rank 0 decides for all ranks).
+
+    minutes: the budget, or None for the official fixed max_epoch; max_epoch_asked: the Exp's max_epoch, the ceiling;
+    start_time: when the run started on `clock` (default: now); clock: the wall clock, time.time unless a test gives
+    one of its own.
+    """
+
+    def __init__(self, minutes, max_epoch_asked, start_time=None, clock=time.time):
+        self.clock = clock
+        self.budget = TimeBudget(float(minutes)) if minutes else None
+        self.max_epoch_asked = max_epoch_asked
+        self.start_time = clock() if start_time is None else start_time
+        self._epoch_start = None
+        self._epoch_end = None
+
+    def elapsed(self):
+        return self.clock() - self.start_time
+
+    def state_dict(self, trainer):
+        # max_epoch: fitted by max_train_minutes, perhaps: a resume keeps it
+        return {"max_epoch": trainer.max_epoch, "max_epoch_asked": self.max_epoch_asked,
+                "train_seconds": self.elapsed()}
+
+    def load_state_dict(self, ckpt, trainer):
+        """The time already spent, and the schedule the budget fitted (unless this command asks for another
+        max_epoch than the run did), carry over."""
+        if self.budget is None:
+            return
+        self.start_time = self.clock() - float(ckpt.get("train_seconds", 0.0))
+        if ckpt.get("max_epoch") is not None and ckpt.get("max_epoch_asked") == trainer.max_epoch:
+            trainer.max_epoch = trainer.exp.max_epoch = int(ckpt["max_epoch"])
+
+    def before_epoch(self, trainer):
+        self._epoch_start = self.clock()
+
+    def epoch_trained(self, trainer):
+        self._epoch_end = self.clock()
+
+    def after_epoch(self, trainer, evaluated):
+        if self.budget is None or self._epoch_start is None:
+            return
+        now = self.clock()
+        if evaluated:
+            self.budget.record_eval(now - self._epoch_end)
+        self.budget.record_epoch(self._epoch_end - self._epoch_start)
+        self._fit(trainer, now)
+
+    def _fit(self, trainer, now):
+        """Lower (or raise, up to the Exp's) max_epoch, and the lr schedule with it, to what fits the budget."""
+        exp = trainer.exp
+        new_max = self.budget.plan(now - self.start_time, trainer.epoch + 1, trainer.max_epoch,
+                                   self.max_epoch_asked, exp.warmup_epochs, exp.eval_interval, exp.no_aug_epochs)
+        if trainer.is_distributed:
+            decided = torch.tensor([float(new_max or 0)], device=trainer.collective_device())
+            dist.broadcast(decided, 0)
+            new_max = int(decided.item()) or None
+        if new_max is None or new_max == trainer.max_epoch:
+            return
+        epoch_s, eval_s = self.budget.estimate()
+        logger.info(
+            f"max_train_minutes {self.budget.minutes:g}: {(now - self.start_time) / 60:.1f} min so far, "
+            f"{epoch_s:.1f} s per epoch and {eval_s:.1f} s per evaluation here: max_epoch {trainer.max_epoch} -> "
+            f"{new_max} ({new_max * trainer.max_iter} iterations)"
+        )
+        trainer.set_max_epoch(new_max)

@@ -1,0 +1,69 @@
+"""A clean stop on Ctrl-C or SIGTERM: the run finishes its iteration, saves latest_ckpt.pth and ends, resumable."""
+import os
+import signal
+import threading
+
+import torch
+import torch.distributed as dist
+from loguru import logger
+
+from .parts import TrainerPart
+
+__all__ = ["StopRequest", "TrainingInterrupted"]
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped training between two iterations; `latest_ckpt.pth` holds the state to resume."""
+
+
+class StopRequest(TrainerPart):
+    """SIGINT/SIGTERM handler: the first signal asks for a stop after the current iteration, a second one raises
+    KeyboardInterrupt at once. Installed (as a context manager) only in the main thread, and the previous handlers
+    come back after.
+
+    `requested` is this process's wish; `agreed` is what all ranks agreed on at the last step (the Trainer's one
+    all-reduce per step): the stop happens before the next iteration, on every rank together.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.agreed = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("stop requested: finishing this iteration and saving latest_ckpt.pth (again to stop now)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        return False
+
+    def agree(self, trainer, not_finite):
+        """Whether any rank's loss is not finite; every rank learns too whether any asked to stop (one all-reduce).
+        Only the agreed value decides: a signal arriving after the all-reduce waits for the next step."""
+        stop = self.requested
+        if trainer.is_distributed:
+            flags = torch.tensor([float(not_finite), float(stop)], device=trainer.collective_device())
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            not_finite, stop = bool(flags[0].item()), bool(flags[1].item())
+        self.agreed = stop
+        return not_finite
+
+    def before_iter(self, trainer):
+        if not self.agreed:
+            return
+        trainer.save_ckpt(ckpt_name="latest", next_iteration=trainer.progress_in_iter)
+        raise TrainingInterrupted(
+            f"training stopped before epoch {trainer.epoch + 1}, iter {trainer.iter + 1}; resume with --resume "
+            f"(the state is in {os.path.join(trainer.file_name, 'latest_ckpt.pth')})"
+        )
