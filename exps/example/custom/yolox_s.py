@@ -17,12 +17,12 @@ class Exp(MyExp):
         self.width = 0.50
         self.exp_name = os.path.split(os.path.realpath(__file__))[1].split(".")[0]
 
-        # Define yourself dataset path
+        # where the data is: <data_dir>/annotations/<train_ann>, images in <data_dir>/train2017 (docs/custom_data.md)
         self.data_dir = "datasets/coco128"
         self.train_ann = "instances_train2017.json"
         self.val_ann = "instances_val2017.json"
 
-        self.num_classes = 71
+        self.num_classes = 71  # the number of categories in the annotation files
 
         self.max_epoch = 300
         self.data_num_workers = 4

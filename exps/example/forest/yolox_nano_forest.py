@@ -2,6 +2,8 @@
 """YOLOX-Nano on the bundled tree-crown dataset (datasets/forest: 49 train / 7 val tiles of 400x400, one class).
 
     python tools/train.py -f exps/example/forest/yolox_nano_forest.py -d 1 -b 4 --cache
+
+The runs behind each setting, and what was tried against them: docs/forest_runs.md.
 """
 import os
 
@@ -21,11 +23,8 @@ class Exp(NanoExp):
         self.val_name = "val"
 
         # 400x400 tiles: train and evaluate at 352, multi-scale 288-416 (no zoom-out below 0.5: crowns are small).
-        # Within the time budget below, iterations count more than pixels: on a Xeon with AMX, two 19-minute runs at
-        # 352 fitted 268-293 epochs and ended at AP50 0.509 and 0.501 (two more: 361, 0.479 and 318, 0.458), two at
-        # 416 fitted 233-267 and ended at 0.416 and 0.493, one at 320 fitted 406 and ended at 0.497; at 512 an earlier
-        # fixed-time loop did worse than at 416 (0.38 against 0.41). Evaluate at the training size: the 352 model
-        # scored 0.466 at 416.
+        # Within the time budget below, iterations count more than pixels: 352 fits more epochs than 416 and did
+        # better; 320 was no better. Evaluate at the training size.
         self.input_size = (352, 352)
         self.test_size = (352, 352)
         self.random_size = (9, 13)
@@ -34,41 +33,35 @@ class Exp(NanoExp):
         self.enable_mixup = False
         # No rotation and no shear (the official nano draws up to 10 and 2 degrees). The box of a rotated box is larger
         # than the crown inside it (a square turned by 10 degrees needs a box 1.16x as wide), so rotated samples teach
-        # boxes that are too large, and at IoU 0.5 on crowns of 20-50 pixels that costs matches. On the Xeon, the
-        # same day: without them AP50 0.514, 0.520 and 0.459 (AP50:95 0.185, 0.197 and 0.153), with them 0.451-0.509
-        # in five runs (0.153-0.167).
+        # boxes that are too large, and at IoU 0.5 on crowns of 20-50 pixels that costs matches.
         self.degrees = 0.0
         self.shear = 0.0
         self.flip_prob = 0.5
 
-        # ~1000 boxes in 49 images trained from scratch: 13 iterations per epoch at batch 4 (-b 4), so many short
-        # epochs, and at batch 4 twice the updates of batch 8 for the same images. lr 0.02 per batch of 4 (32x the
-        # official nano's 0.01 per 64 images): the model underfits these tiles (AP50 0.74 on them after a run), and
-        # on the Xeon three runs at 0.02 ended at AP50 0.547, 0.493 and 0.517 after 320, 340 and 286 epochs, where
-        # eight at 0.01 ended at 0.431-0.520 (0.457-0.471 after 288-330). A long warm-up, and only the last 6 epochs
-        # without mosaic: longer plain phases raised AP50:95 but lowered AP50 on these tiles (the model starts to
-        # learn them by heart).
-        # AP50 rises with the epochs (300: 0.46-0.52 in four runs, 420: 0.53-0.57 in four), and these 2-core machines
-        # differ by up to 3x in speed (300 epochs: 14 min on a Zen 4, 26-30 min on a Xeon with AMX). So the
-        # run asks for 420 epochs and at most 19 minutes: when the warm-up ends the trainer fits max_epoch (and the
-        # cosine lr) to what this machine does in that time, evaluations and the plain epochs included.
+        # ~1000 boxes in 49 images trained from scratch: 13 iterations per epoch at batch 4 (-b 4), many short epochs,
+        # and twice the updates of batch 8 for the same images. lr 0.02 per batch of 4 (32x the official nano's 0.01
+        # per 64 images) because the model underfits these tiles; 0.01 ended lower. A long warm-up, and only the last
+        # 6 epochs without mosaic: longer plain phases raised AP50:95 but lowered AP50 (the model learns the tiles by
+        # heart).
+        # AP50 rises with the epochs, and CPUs differ by up to 3x in speed. So the run asks for 420 epochs and at most
+        # 19 minutes: when the warm-up ends the trainer fits max_epoch (and the cosine lr) to what this machine does in
+        # that time, evaluations and the plain epochs included.
         self.max_epoch = 420
         self.max_train_minutes = 19.0
         self.warmup_epochs = 15
         self.no_aug_epochs = 6
         self.basic_lr_per_img = 0.02 / 4.0
-        # The official EMA (0.9998, ramped over 2000 updates) would still be ramping up at the end of this run (decay
-        # 0.858 at update 3900, an average of ~7 updates, which swings from one evaluation to the next). 0.98 averages
-        # ~50 updates (4 epochs): smooth, and short enough to hold the weights of the 6 plain epochs (78 updates) at
-        # the end; 0.995 (~200 updates) kept mostly mosaic-phase weights and lost the plain phase's gain.
+        # The official EMA (0.9998, ramped over 2000 updates) would still be ramping up at the end of this short run.
+        # 0.98 averages ~50 updates (4 epochs): smooth, and short enough to hold the weights of the 6 plain epochs at
+        # the end, which a longer average (0.995) lost.
         self.ema_decay = 0.98
         self.ema_ramp_updates = 200
         self.print_interval = 13  # one log line per epoch
         self.eval_interval = 25
         self.save_history_ckpt = False
-        # With --cache the images are decoded once; on a 2-core CPU a data worker would take a core from the model.
+        # With --cache the images are decoded once; on a CPU with few cores a data worker takes a core from the model.
         self.data_num_workers = 0
-        self.test_conf = 0.001
+        self.test_conf = 0.001  # AP counts low-score detections too, as the official eval command's --conf 0.001
         self.nmsthre = 0.5  # crowns touch and overlap: below COCO's 0.65, above 0.45, which removes true neighbours
 
     def get_dataset(self, cache: bool = False, cache_type: str = "ram"):
