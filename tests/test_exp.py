@@ -97,6 +97,17 @@ def test_merge_casts_to_the_existing_types():
     exp.merge(None)
 
 
+def test_merge_gives_a_setting_back_to_none_where_a_base_exp_has_it_none():
+    """The forest Exp sets max_train_minutes (None in the base Exp): `max_train_minutes None` on the command line
+    turns the run back into an open-ended one; a setting that is None nowhere still refuses "None"."""
+    forest = get_exp(os.path.join(os.path.dirname(__file__), "..", "exps", "example", "forest", "yolox_nano_forest.py"))
+    assert forest.max_train_minutes is not None
+    forest.merge(["max_train_minutes", "None"])
+    assert forest.max_train_minutes is None
+    with pytest.raises(ValueError, match="max_epoch"):
+        forest.merge(["max_epoch", "None"])
+
+
 def test_merge_errors_name_the_key():
     exp = Exp()
     with pytest.raises(ValueError, match=r"no attribute 'max_epochs'.*Did you mean 'max_epoch'"):

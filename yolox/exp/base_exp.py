@@ -95,10 +95,17 @@ class BaseExp(metaclass=ABCMeta):
             setattr(self, key, value)
 
     def _default_is_none(self, key):
-        try:
-            return getattr(type(self)(), key, None) is None
-        except Exception:  # noqa: BLE001 - an Exp that needs constructor arguments: keep strict casting
-            return False
+        """Whether `key` is None in this Exp's class or in one it derives from (the forest Exp sets
+        max_train_minutes, whose base default is None: "None" on the command line gives the base behaviour back)."""
+        for cls in type(self).__mro__:
+            if not (isinstance(cls, type) and issubclass(cls, BaseExp)) or getattr(cls, "__abstractmethods__", None):
+                continue
+            try:
+                if getattr(cls(), key, None) is None:
+                    return True
+            except Exception:  # noqa: BLE001 - an Exp that needs constructor arguments: keep strict casting
+                continue
+        return False
 
     def _unknown_key_message(self, key):
         names = [k for k, _ in self._public_attributes()]
