@@ -12,7 +12,7 @@ from yolox.utils import (
     atomic_save,
     check_fits,
     get_rng_states,
-    is_parallel,
+    unwrap_model,
     load_checkpoint_file,
     state_dict_from_checkpoint,
 )
@@ -21,20 +21,25 @@ __all__ = ["Checkpointer", "make_output_dir", "check_fits_or_explain"]
 
 
 class Checkpointer:
-    """folder: the run's output folder; rank: this process's (only rank 0 writes); device: where loaded tensors go."""
+    """The checkpoints of `trainer`'s run, in trainer.file_name (read when used: a Trainer subclass may change it),
+    loaded onto trainer.device."""
 
-    def __init__(self, folder, rank, device):
-        self.folder = folder
-        self.rank = rank
-        self.device = device
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    @property
+    def folder(self):
+        return self.trainer.file_name
+
+    @property
+    def device(self):
+        return self.trainer.device
 
     def path(self, name):
         return os.path.join(self.folder, f"{name}_ckpt.pth")
 
     def save(self, state, name, best=False):
-        """Write `<name>_ckpt.pth` (and best_ckpt.pth with best), each whole or not at all."""
-        if self.rank != 0:
-            return
+        """Write `<name>_ckpt.pth` (and best_ckpt.pth with best), each whole or not at all (rank 0 calls it)."""
         path = self.path(name)
         logger.info("Save weights to {}".format(path))
         atomic_save(state, path)
@@ -49,9 +54,8 @@ class Checkpointer:
         starts (default: the next epoch)."""
         if next_iteration is None:
             next_iteration = (trainer.epoch + 1) * trainer.max_iter
-        model = trainer.model.module if is_parallel(trainer.model) else trainer.model
-        raw = model.state_dict()
-        ema = trainer.ema_model
+        raw = unwrap_model(trainer.model).state_dict()
+        ema = trainer.ema_model if trainer.use_model_ema else None
         state = {
             "start_epoch": next_iteration // trainer.max_iter,
             "model": ema.ema.state_dict() if ema is not None else raw,

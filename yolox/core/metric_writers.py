@@ -4,6 +4,7 @@ The Trainer makes one MetricRecord per logged iteration and per evaluation and h
 (`MetricWriters.write`); each writer shows what it shows of it. Rank 0 writes everything; the other ranks only log.
 """
 import datetime
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from loguru import logger
 
 from yolox.utils import MatplotlibMissing, MlflowLogger, WandbLogger, plot_training_curve
 
-from .parts import TrainerPart
+from .parts import TrainerPart, call_each
 
 __all__ = ["MetricRecord", "MetricWriter", "ConsoleWriter", "JsonlWriter", "TensorboardWriter", "WandbWriter",
            "MlflowWriter", "MetricWriters", "METRICS_FILE", "CURVE_FILE"]
@@ -206,9 +207,13 @@ class MetricWriters(TrainerPart):
             self.writers.append(MlflowWriter(trainer.mlflow_logger, trainer.args, trainer.exp))
 
     def after_train(self, trainer, finished):
+        """Close the writers, the trackers before the curve, each even when another fails (the first error is
+        raised after); the Trainer's logger attributes are cleared as the trackers end."""
         writers, self.writers = self.writers, [ConsoleWriter()]
-        for writer in writers:
-            writer.close(trainer, finished)
+        try:
+            call_each(functools.partial(writer.close, trainer, finished) for writer in reversed(writers))
+        finally:
+            trainer.tblogger = trainer.wandb_logger = trainer.mlflow_logger = None
 
 
 def _tensorboard_writer(trainer):

@@ -1,7 +1,7 @@
 """The trainer's parts: each one concern of a run (the time budget, the metric writers, the profile, ...), called at
 the loop's hooks. A new feature is a part added to `Trainer.parts`, not a branch added to the loop."""
 
-__all__ = ["TrainerPart"]
+__all__ = ["TrainerPart", "call_each"]
 
 
 class TrainerPart:
@@ -40,3 +40,16 @@ class TrainerPart:
 
     def load_state_dict(self, ckpt, trainer):
         pass
+
+
+def call_each(calls):
+    """Call every function of `calls`, even when one fails: closing a run must close everything; the first error is
+    raised after the last call."""
+    errors = []
+    for call in calls:
+        try:
+            call()
+        except Exception as e:  # noqa: BLE001 - raised below, once the others have run
+            errors.append(e)
+    if errors:
+        raise errors[0]

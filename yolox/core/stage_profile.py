@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from loguru import logger
 
-from yolox.utils import is_parallel
+from yolox.utils import unwrap_model
 
 from .parts import TrainerPart
 
@@ -97,7 +97,7 @@ def stage_hooks(model, clock):
     if not clock.active:
         yield
         return
-    net = model.module if is_parallel(model) else model
+    net = unwrap_model(model)
     handles, patched = [], []
     neck = getattr(net, "backbone", None)
     backbone = getattr(neck, "backbone", None)
@@ -162,7 +162,7 @@ class StageProfile(TrainerPart):
     def after_iter(self, trainer):
         if trainer.clock.iterations < self.iterations:
             return
-        head = getattr(trainer.model.module if is_parallel(trainer.model) else trainer.model, "head", None)
+        head = getattr(unwrap_model(trainer.model), "head", None)
         title = (f"per-stage profile: {trainer.clock.iterations} iterations after {PROFILE_WARMUP_ITERS} of warm-up, "
                  f"batch {trainer.batch_per_rank()} per process, size {trainer.input_size}, "
                  f"simota_mode {getattr(head, 'simota_mode', '-')}, device {trainer.device}")

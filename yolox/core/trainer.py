@@ -6,6 +6,7 @@ after_train, resume_train, evaluate_and_save_model, save_ckpt) so that users' Tr
 not the loop itself is a part in `self.parts` (yolox.core.parts.TrainerPart): the stop request, the time budget, the
 metric writers, the profile. A new concern is a part appended there.
 """
+import functools
 import os
 import time
 
@@ -15,13 +16,14 @@ from loguru import logger
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from yolox.utils import (MeterBuffer, ModelEMA, adjust_status, all_reduce_norm, get_local_rank, get_model_info,
-                         get_rank, get_world_size, gpu_mem_usage, is_parallel, mem_usage, occupy_mem, set_rng_states,
-                         setup_logger, synchronize)
+                         get_rank, get_world_size, gpu_mem_usage, mem_usage, occupy_mem, set_rng_states,
+                         setup_logger, synchronize, unwrap_model)
 from yolox.utils.heap import keep_image_buffers_in_heap
 
 from .checkpointer import Checkpointer, make_output_dir
 from .data_stream import DataStream, batch_per_rank, check_train_loader
 from .metric_writers import CURVE_FILE, METRICS_FILE, MetricRecord, MetricWriters
+from .parts import call_each
 from .stage_profile import PROFILE_WARMUP_ITERS, NullClock, ProfileDone, StageProfile
 from .step import (LOSS_KEYS, NonFiniteLossError, TrainStep, grad_scaler, is_finite, mixed_precision,
                    rank_local_buffers)
@@ -30,10 +32,6 @@ from .time_budget import TimeBudgetPart
 
 __all__ = ["Trainer", "TrainingInterrupted", "NonFiniteLossError", "PROFILE_WARMUP_ITERS", "METRICS_FILE",
            "CURVE_FILE", "make_output_dir"]
-
-
-def _unwrap(model):
-    return model.module if is_parallel(model) else model
 
 
 class Trainer:
@@ -66,15 +64,15 @@ class Trainer:
 
         self.meter = MeterBuffer(window_size=exp.print_interval)
         self.file_name = os.path.join(exp.output_dir, args.experiment_name)
-        self.checkpointer = Checkpointer(self.file_name, self.rank, self.device)
+        self.checkpointer = Checkpointer(self)
         self.stop_request = StopRequest()
         # Exp.max_train_minutes counts from the command's start (its imports too) unless a clock is given
         start = None if clock is not None else getattr(args, "start_time", None)
-        self.time_budget = TimeBudgetPart(getattr(exp, "max_train_minutes", None), exp.max_epoch, start_time=start,
-                                          clock=clock or time.time)
+        self.run_time = TimeBudgetPart(getattr(exp, "max_train_minutes", None), exp.max_epoch, start_time=start,
+                                       clock=clock or time.time)
         self.metric_writers = MetricWriters()
         self.data_stream = DataStream()
-        self.parts = [self.stop_request, self.time_budget, self.data_stream, self.metric_writers]
+        self.parts = [self.stop_request, self.run_time, self.data_stream, self.metric_writers]
         profile_iters = int(getattr(args, "profile", 0) or 0)
         if profile_iters > 0:
             self.parts.append(StageProfile(profile_iters))
@@ -87,6 +85,10 @@ class Trainer:
     def _notify(self, hook, *extra):
         for part in self.parts:
             getattr(part, hook)(self, *extra)
+
+    def _notify_end(self):
+        """after_train to every part, the last added first, each even when another fails."""
+        call_each(functools.partial(part.after_train, self, self._finished) for part in reversed(self.parts))
 
     # ------------------------------------------------------------------------------------------ the loop
     def train(self):
@@ -207,7 +209,7 @@ class Trainer:
         if ckpt is not None and "rng" in ckpt:
             set_rng_states(ckpt["rng"])  # last: nothing after it draws from the generators before the first batch
         logger.info("Training start...")
-        logger.info("\n{}".format(_unwrap(model)))
+        logger.info("\n{}".format(unwrap_model(model)))
 
     def _make_lr_scheduler(self):
         return self.exp.get_lr_scheduler(self.exp.basic_lr_per_img * self.args.batch_size, self.max_iter)
@@ -227,12 +229,25 @@ class Trainer:
     def data_seed(self):
         return self.data_stream.seed
 
+    @data_seed.setter
+    def data_seed(self, seed):
+        self.data_stream.seed = seed
+
+    @property
+    def time_budget(self):
+        """The TimeBudget of Exp.max_train_minutes, or None."""
+        return self.run_time.budget
+
+    @property
+    def train_start_time(self):
+        return self.run_time.start_time
+
     def collective_device(self):
         return self.device if self.is_distributed and dist.get_backend() == "nccl" else torch.device("cpu")
 
     # ------------------------------------------------------------------------------------------ epochs and iterations
     def after_train(self):
-        self._notify("after_train", self._finished)
+        self._notify_end()
         logger.info("Training of experiment is done and the best AP is {:.2f}".format(self.best_ap * 100))
 
     def before_epoch(self):
@@ -247,7 +262,7 @@ class Trainer:
         logger.info("--->No mosaic aug now!")
         self.train_loader.close_mosaic()
         logger.info("--->Add additional L1 loss now!")
-        _unwrap(self.model).head.use_l1 = True
+        unwrap_model(self.model).head.use_l1 = True
         self.exp.eval_interval = 1
         if self.no_aug:
             return  # the run started (or resumed) in this phase: its stream is already without mosaic
@@ -310,7 +325,7 @@ class Trainer:
         return None
 
     def evaluate_and_save_model(self):
-        evalmodel = self.ema_model.ema if self.use_model_ema else _unwrap(self.model)
+        evalmodel = self.ema_model.ema if self.use_model_ema else unwrap_model(self.model)
         ap50_95, ap50, summary, predictions = self._evaluate(evalmodel)
         if self.is_distributed:  # rank 0 scored: everyone takes its numbers, so that "best" is the same everywhere
             scores = torch.tensor([ap50_95, ap50], dtype=torch.float64, device=self.collective_device())

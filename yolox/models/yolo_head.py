@@ -136,7 +136,7 @@ class YOLOXHead(nn.Module):
             # up to 1 pixel off (0.25 on average), where float16, the official --fp16, keeps them within 1/8 pixel.
             # The losses and the assignment take float32 outputs instead.
             reg_raw, obj_logits, cls_logits = reg_raw.float(), obj_logits.float(), cls_logits.float()
-        bbox_preds = decode_boxes(reg_raw, grid)  # (B, A, 4)
+        bbox_preds = self.decode_boxes(reg_raw, grid)  # (B, A, 4)
 
         asg = self.get_assignments(bbox_preds, cls_logits, obj_logits, labels, grid)
         num_fg = asg.fg_mask.sum().float().clamp(min=1.0)  # tensor: no host synchronisation

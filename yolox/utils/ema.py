@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ModelEMA", "is_parallel"]
+__all__ = ["ModelEMA", "is_parallel", "unwrap_model"]
 
 
 def is_parallel(model):
@@ -13,7 +13,8 @@ def is_parallel(model):
     return isinstance(model, (nn.parallel.DataParallel, nn.parallel.DistributedDataParallel))
 
 
-def _unwrap(model):
+def unwrap_model(model):
+    """The model inside a DataParallel / DistributedDataParallel wrapper, or the model itself."""
     return model.module if is_parallel(model) else model
 
 
@@ -48,7 +49,7 @@ class ModelEMA:
     """
 
     def __init__(self, model, decay=0.9999, updates=0, ramp_updates=2000):
-        self.ema = copy.deepcopy(_unwrap(model)).eval()
+        self.ema = copy.deepcopy(unwrap_model(model)).eval()
         self.updates = updates
         self.decay_base = decay
         self.ramp_updates = ramp_updates
@@ -61,7 +62,7 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model):
-        model = _unwrap(model)
+        model = unwrap_model(model)
         if self._slots_of is not model:
             self._slots = _float_slots(self.ema, model)
             self._slots_of = model
