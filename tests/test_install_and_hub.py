@@ -1,9 +1,12 @@
 """A regular (non-editable) install runs the tools as `python -m yolox.tools.*` from any folder; torch.hub entries."""
+import importlib.util
 import os
 import shutil
+import site
 import subprocess
 import sys
 import urllib.error
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -22,17 +25,46 @@ def _copy_sources(dest):
         shutil.copy(REPO / name, dest / name)
 
 
+def _environment_site_dirs():
+    """The site-packages folders of this interpreter's environment (a venv's, and its base's when it sees them; the
+    user's when it is on), not the other folders on sys.path (the clone, the tests)."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dirs if Path(d).is_dir()]
+
+
+def _can_build_wheels():
+    """Whether this environment's setuptools builds wheels: by itself from 70.1 on, before only with `wheel`."""
+    try:
+        setuptools_version = tuple(int(part) for part in metadata.version("setuptools").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+    return setuptools_version >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
 def test_regular_install_runs_the_tools_from_another_folder(tmp_path):
-    src, venv, elsewhere = tmp_path / "src", tmp_path / "venv", tmp_path / "elsewhere"
+    src, dist, venv, elsewhere = tmp_path / "src", tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
     src.mkdir()
     elsewhere.mkdir()
     _copy_sources(src)
-    # the venv sees torch & co. (and setuptools, to build) from this interpreter; yolox itself is installed into it
-    # by this interpreter's pip, as a regular wheel, offline
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    # The wheel, built offline by this environment's setuptools as `pip install .` builds it (setup.py, its
+    # package data); the test extra asks for a setuptools that can (Python 3.11's venvs come with 65.5, which
+    # cannot without the `wheel` package)
+    assert _can_build_wheels(), "setuptools>=70.1 is needed to build the wheel: pip install -e '.[test]'"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", str(dist), str(src)], check=True, cwd=elsewhere)
+    (wheel,) = dist.glob("yolox-*.whl")
+    # A venv of its own, without pip: yolox goes into it from the wheel, offline. torch & co. come from this
+    # interpreter's environment (a venv or not), named in a .pth file: the venv looks there after its own
+    # site-packages, and the .pth files there (this environment's editable yolox) are not run
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--no-index", str(src)], check=True, cwd=elsewhere)
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "environment_under_test.pth").write_text("".join(f"{p}\n" for p in _environment_site_dirs()))
+    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
+                    str(wheel)], check=True, cwd=elsewhere)
     shutil.rmtree(src)  # nothing may come from the source tree any more
     where = subprocess.run([python, "-c", "import yolox.tools.train, yolox; print(yolox.__file__)"], cwd=elsewhere,
                            check=True, capture_output=True, text=True).stdout.strip()

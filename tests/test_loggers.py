@@ -1,11 +1,10 @@
-"""-l wandb and -l mlflow: the clear error without the package, the loggers offline (a wandb offline run folder, an
-MLflow file store in tmp_path), and one short training run through each."""
-import glob
+"""-l wandb and -l mlflow: the clear error without the package, the loggers offline (wandb in offline mode, the
+calls our logger makes to it recorded; an MLflow file store in tmp_path, read back with its client), and one short
+training run through each."""
+import functools
 import json
 import re
-import struct
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,8 +14,9 @@ import torch
 from loguru import logger
 
 from train_helpers import read_metrics, run_dir, train_argv
-from yolox.apps.train import run_train_cli
+from yolox.tools.train import run_train_cli
 from yolox.utils import LoggerPackageMissing, MlflowLogger, WandbLogger, split_wandb_options
+from yolox.utils import wandb_logger as wandb_logger_module
 
 
 @pytest.fixture(autouse=True)
@@ -65,74 +65,132 @@ def wandb_offline(tmp_path, monkeypatch):
     wandb.teardown()
 
 
-def wandb_records(wandb_dir, timeout=60.0):
-    """The records of the one offline run under wandb_dir, once its exit record is written (wandb's service process
-    may still be writing the file when finish() has returned)."""
-    from google.protobuf.message import DecodeError
+class WandbCalls:
+    """What our code handed to wandb, through wandb's public API: the wandb.init arguments and, for the run it
+    returned, the config updates, the define_metric calls, the logged rows, the images (wandb.Image's arguments),
+    the artifacts (wandb.Artifact's arguments, their add_file calls, log_artifact's aliases) and the finish calls.
+    Every call goes on to the real wandb (offline), so a call that wandb refuses (a bad box, an unknown argument)
+    still fails the test; nothing is read back from wandb's own files, whose format is wandb's private business.
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            records = _wandb_file_records(wandb_dir)
-        except DecodeError:  # a record read while it is being written: read again
-            if time.monotonic() > deadline:
-                raise
-            records = []
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.1)
+    Only our logger sees the recording: it gets its wandb module from import_logger_package, which hands it a
+    stand-in that delegates everything else to the real module (wandb's own isinstance checks keep its classes)."""
+
+    def __init__(self, wandb, monkeypatch):
+        self.inits, self.runs, self.config, self.step_metrics = [], [], {}, {}
+        self.rows, self.finished = [], []
+        self._images, self._artifacts = [], []
+        real_init, real_image, real_artifact = wandb.init, wandb.Image, wandb.Artifact
+
+        @functools.wraps(real_init)  # WandbLogger.options_from reads wandb.init's signature
+        def init(*args, **kwargs):
+            assert not args, args  # WandbLogger names every argument
+            self.inits.append(kwargs)
+            run = _RecordingRun(real_init(**kwargs), self)
+            self.runs.append(run)
+            return run
+
+        def image(data, *args, **kwargs):
+            made = real_image(data, *args, **kwargs)
+            self._images.append((made, dict(kwargs, data=np.array(data))))
+            return made
+
+        def artifact(*args, **kwargs):
+            made = real_artifact(*args, **kwargs)
+            record = {"args": args, **kwargs, "files": [], "aliases": None}
+            real_add_file = made.add_file
+
+            def add_file(local_path, name=None, **more):
+                record["files"].append((str(local_path), name))
+                return real_add_file(local_path, name=name, **more)
+
+            made.add_file = add_file
+            self._artifacts.append((made, record))
+            return made
+
+        seen = _WandbModule(wandb, init=init, Image=image, Artifact=artifact)
+        real_import = wandb_logger_module.import_logger_package
+        monkeypatch.setattr(wandb_logger_module, "import_logger_package",
+                            lambda name: seen if name == "wandb" else real_import(name))
+
+    def image(self, made):
+        """The arguments our code gave wandb.Image for the image object `made` (found in a logged row)."""
+        return next(kwargs for obj, kwargs in self._images if obj is made)
+
+    def image_rows(self, key="val/predictions"):
+        """The arguments of each image of each row that logged `key`."""
+        return [[self.image(made) for made in row[key]] for row in self.rows if key in row]
+
+    @property
+    def logged_artifacts(self):
+        return [record for _, record in self._artifacts if record["aliases"] is not None]
+
+    def _logged(self, artifact, aliases):
+        record = next(r for obj, r in self._artifacts if obj is artifact)
+        record["aliases"] = list(aliases or [])
 
 
-def _wandb_file_records(wandb_dir):
-    """The records in the offline run's .wandb file: a LevelDB-style log (7-byte file header, 32 KiB blocks of
-    chunks with a crc32 / length / type header) of protobuf Records."""
-    from wandb.proto import wandb_internal_pb2
+class _WandbModule:
+    """The wandb module with some of its functions replaced."""
 
-    paths = glob.glob(str(Path(wandb_dir) / "wandb" / "offline-run-*" / "run-*.wandb"))
-    if not paths:
-        return []
-    (path,) = paths
-    data = Path(path).read_bytes()
-    if len(data) < 7:
-        return []
-    assert data[:4] == b":W&B"
-    block, pos, pending, records = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0:
-            break
-        pending += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # a full record, or the last chunk of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
+    def __init__(self, module, **replaced):
+        self._module = module
+        vars(self).update(replaced)
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
 
 
-def wandb_rows(records):
-    """The logged history rows, without wandb's own _step/_runtime/_timestamp."""
-    rows = []
-    for r in records:
-        if r.WhichOneof("record_type") == "history":
-            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-            rows.append({k: v for k, v in row.items() if not k.startswith("_")})
-    return rows
+class _RecordingRun:
+    """A wandb run as WandbLogger sees it: what it calls is recorded in `calls`, then done by the real run."""
+
+    def __init__(self, run, calls):
+        self._run, self._calls = run, calls
+
+    def __getattr__(self, name):  # id, name, project ...: the real run's
+        return getattr(self._run, name)
+
+    @property
+    def config(self):
+        return _RecordingConfig(self._run.config, self._calls)
+
+    def define_metric(self, name, *args, **kwargs):
+        self._calls.step_metrics[name] = kwargs.get("step_metric")
+        return self._run.define_metric(name, *args, **kwargs)
+
+    def log(self, data, *args, **kwargs):
+        assert not args and "step" not in kwargs, (args, kwargs)  # the steps are our own train/step, train/epoch
+        self._calls.rows.append(dict(data))
+        return self._run.log(data, *args, **kwargs)
+
+    def log_artifact(self, artifact, *args, aliases=None, **kwargs):
+        self._calls._logged(artifact, aliases)
+        return self._run.log_artifact(artifact, *args, aliases=aliases, **kwargs)
+
+    def finish(self, *args, exit_code=None, **kwargs):
+        self._calls.finished.append(exit_code)
+        return self._run.finish(*args, exit_code=exit_code, **kwargs)
 
 
-def wandb_of_type(records, kind):
-    return [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
+class _RecordingConfig:
+    def __init__(self, config, calls):
+        self._config, self._calls = config, calls
+
+    def __getattr__(self, name):
+        return getattr(self._config, name)
+
+    def update(self, values, *args, **kwargs):
+        self._calls.config.update(values)
+        return self._config.update(values, *args, **kwargs)
 
 
-def wandb_config(records):
-    config = {}
-    for c in wandb_of_type(records, "config"):
-        config.update({item.key: json.loads(item.value_json) for item in c.update})
-    return config
+@pytest.fixture
+def wandb_calls(wandb_offline, monkeypatch):
+    return WandbCalls(pytest.importorskip("wandb"), monkeypatch)
+
+
+def _plain(value):
+    """Whether a logged value is a plain number (not a tensor nor a numpy scalar), as wandb's charts expect."""
+    return type(value) in (int, float)
 
 
 class _TinyValSet:
@@ -145,11 +203,12 @@ class _TinyValSet:
 
     def pull_item(self, index):
         img = np.zeros((20, 40, 3), np.uint8)
+        img[..., 0] = 200  # blue in BGR: wandb is given RGB
         labels = np.array([[0.0, 0.0, 20.0, 10.0, 0.0]])
         return img, labels, (40, 80), np.array([7 + index])
 
 
-def test_wandb_offline_run_has_the_scalars_config_boxes_and_checkpoint(wandb_offline, tmp_path):
+def test_wandb_run_gets_the_scalars_config_boxes_and_checkpoint(wandb_calls, tmp_path):
     options = WandbLogger.options_from(["wandb-num_eval_images", "1", "wandb-log_checkpoints", "true",
                                         "wandb-tags", "a,b"])
     assert options == {"num_eval_images": 1, "log_checkpoints": True, "tags": ["a", "b"]}
@@ -167,62 +226,82 @@ def test_wandb_offline_run_has_the_scalars_config_boxes_and_checkpoint(wandb_off
     wl.save_checkpoint(str(tmp_path), "last_epoch", True, metadata={"epoch": 1})
     wl.finish()
 
-    records = wandb_records(wandb_offline)
-    (run,) = wandb_of_type(records, "run")
-    assert (run.project, run.display_name) == ("yolox-unit", "unit")
-    assert list(run.tags) == ["a", "b"]
-    assert {"max_epoch": 3, "input_size": [64, 64]}.items() <= wandb_config(records).items()
-    rows = wandb_rows(records)
-    assert {"train/total_loss": 2.5, "train/lr": 0.01, "train/step": 10} in rows
-    assert {"val/COCOAP50": 0.5, "val/COCOAP50_95": 0.25, "train/epoch": 1} in rows
-    steps = {m.glob_name: m.step_metric for m in wandb_of_type(records, "metric") if m.glob_name}
-    assert steps == {"train/*": "train/step", "val/*": "train/epoch"}
+    calls = wandb_calls
+    (init,) = calls.inits
+    assert {"project": "yolox-unit", "name": "unit", "tags": ["a", "b"], "resume": "allow"}.items() <= init.items()
+    (run,) = calls.runs
+    assert calls.config == {"max_epoch": 3, "input_size": [64, 64]}
+    assert calls.step_metrics == {"train/step": None, "train/epoch": None, "train/*": "train/step",
+                                  "val/*": "train/epoch"}
+    scalar_rows = [r for r in calls.rows if "val/predictions" not in r]
+    assert scalar_rows == [{"train/total_loss": 2.5, "train/lr": 0.01, "train/step": 10},
+                           {"val/COCOAP50": 0.5, "val/COCOAP50_95": 0.25, "train/epoch": 1}]
+    assert all(_plain(v) for r in scalar_rows for v in r.values())  # the tensor was turned into a number
 
-    image_rows = [r for r in rows if "val/predictions/count" in r]
-    assert [(r["val/predictions/count"], r["val/predictions/captions"]) for r in image_rows] == [
-        (1, ["image id 7"])] * 2
-    box_files = glob.glob(str(wandb_offline / "wandb" / "offline-run-*" / "files" / "media" / "metadata" / "boxes2D"
-                              / "val" / "*.json"))
-    found = sorted(json.dumps([b["position"], b["class_id"], b.get("scores")], sort_keys=True)
-                   for f in box_files for b in json.loads(Path(f).read_text())["box_data"])
-    # fractions of the original 40x80 image: the prediction fills the bottom-right quarter, the truth the top-left
-    expected = [[{"minX": 0.5, "maxX": 1.0, "minY": 0.5, "maxY": 1.0}, 5, {"score": 0.9}],
-                [{"minX": 0.0, "maxX": 0.25, "minY": 0.0, "maxY": 0.25}, 5, None]]
-    assert found == sorted(json.dumps(e, sort_keys=True) for e in expected * 2)  # the same from both formats
+    # one image per log (num_eval_images 1), the same from both evaluator formats; boxes in fractions of the
+    # original 40x80 image: the prediction fills the bottom-right quarter, the truth the top-left one
+    images = calls.image_rows()
+    assert [len(row) for row in images] == [1, 1]
+    labels = {5: "tree"}
+    expected_boxes = {
+        "predictions": {"class_labels": labels, "box_data": [
+            {"position": {"minX": 0.5, "maxX": 1.0, "minY": 0.5, "maxY": 1.0}, "class_id": 5,
+             "box_caption": "tree 0.90", "scores": {"score": 0.9}}]},
+        "ground_truth": {"class_labels": labels, "box_data": [
+            {"position": {"minX": 0.0, "maxX": 0.25, "minY": 0.0, "maxY": 0.25}, "class_id": 5,
+             "box_caption": "tree"}]},
+    }
+    for (image,) in images:
+        assert image["caption"] == "image id 7"
+        assert image["boxes"] == expected_boxes
+        assert image["data"].shape == (20, 40, 3) and (image["data"][..., 2] == 200).all()  # RGB
 
-    (artifact,) = wandb_of_type(records, "artifact")
-    assert artifact.name == f"model-{run.run_id}" and artifact.type == "model"
-    assert sorted(artifact.aliases) == ["best", "epoch-1", "latest"]
-    assert [e.path for e in artifact.manifest.contents] == ["model_ckpt.pth"]
-    assert json.loads(artifact.metadata) == {"epoch": 1}
-    assert [e.exit_code for e in wandb_of_type(records, "exit")] == [0]
+    (artifact,) = calls.logged_artifacts
+    assert (artifact["name"], artifact["type"], artifact["metadata"]) == (f"model-{run.id}", "model", {"epoch": 1})
+    assert artifact["files"] == [(str(ckpt), "model_ckpt.pth")]
+    assert sorted(artifact["aliases"]) == ["best", "epoch-1", "latest"]
+    assert calls.finished == [None]  # wandb's default: a run that ended well
 
 
-def test_training_with_l_wandb_logs_every_print_interval_and_the_evaluation(wandb_offline, tmp_path):
+def test_wandb_logger_logs_no_checkpoint_unless_asked_and_finish_marks_a_failure(wandb_calls, tmp_path):
+    wl = WandbLogger(project="yolox-unit", val_dataset=_TinyValSet(), num_eval_images=0)
+    torch.save({"model": {}}, tmp_path / "last_epoch_ckpt.pth")
+    wl.save_checkpoint(str(tmp_path), "last_epoch", True, metadata={"epoch": 1})
+    wl.log_images({7: {"bboxes": [], "scores": [], "categories": []}})
+    wl.finish(exit_code=1)
+    wl.finish(exit_code=1)  # a second finish does nothing
+    assert wandb_calls.logged_artifacts == [] and wandb_calls.image_rows() == []
+    assert wandb_calls.config == {} and wandb_calls.finished == [1]
+
+
+def test_training_with_l_wandb_logs_every_print_interval_and_the_evaluation(wandb_calls, tmp_path):
     trainer = run_train_cli(train_argv(tmp_path, "-l", "wandb", max_epoch=1, no_aug_epochs=0)
                             + ["wandb-project", "yolox-test", "wandb-name", "tiny", "wandb-num_eval_images", "2",
                                "wandb-log_checkpoints", "True"])
-    records = wandb_records(wandb_offline)
-    (run,) = wandb_of_type(records, "run")
-    assert (run.project, run.display_name) == ("yolox-test", "tiny")
-    config = wandb_config(records)
-    assert config["max_epoch"] == 1 and config["args.batch_size"] == 8 and "dataset" not in config
+    calls = wandb_calls
+    (init,) = calls.inits
+    assert (init["project"], init["name"]) == ("yolox-test", "tiny")
+    assert calls.config["max_epoch"] == 1 and calls.config["args.batch_size"] == 8 and "dataset" not in calls.config
 
-    rows = wandb_rows(records)
-    train_rows = [r for r in rows if "train/step" in r]
+    train_rows = [r for r in calls.rows if "train/step" in r]
     assert [r["train/step"] for r in train_rows] == list(range(1, trainer.max_iter + 1))  # print_interval 1
+    assert all(_plain(v) for r in train_rows for v in r.values())
     metrics = read_metrics(run_dir(tmp_path))
     assert [r["train/total_loss"] for r in train_rows] == pytest.approx([m["total_loss"] for m in metrics
                                                                          if "total_loss" in m])
     (evaluation,) = [m for m in metrics if "AP50" in m]
-    val_row = next(r for r in rows if "val/COCOAP50_95" in r)
+    (val_row,) = [r for r in calls.rows if "val/COCOAP50_95" in r]
     assert val_row["train/epoch"] == 1
     assert val_row["val/COCOAP50_95"] == pytest.approx(evaluation["AP50_95"])
     assert val_row["val/COCOAP50"] == pytest.approx(evaluation["AP50"])
-    assert next(r for r in rows if "val/predictions/count" in r)["val/predictions/count"] == 2
-    (artifact,) = wandb_of_type(records, "artifact")
-    assert {"latest", "epoch-1"} <= set(artifact.aliases)
-    assert [e.exit_code for e in wandb_of_type(records, "exit")] == [0]
+    (images,) = calls.image_rows()
+    assert len(images) == 2 and all(set(i["boxes"]) == {"predictions", "ground_truth"} for i in images)
+    assert all(len(i["boxes"]["ground_truth"]["box_data"]) > 0 for i in images)  # the val tiles' crowns
+    (artifact,) = calls.logged_artifacts
+    assert {"latest", "epoch-1"} <= set(artifact["aliases"])
+    assert artifact["files"] == [(str(run_dir(tmp_path) / "last_epoch_ckpt.pth"), "model_ckpt.pth")]
+    assert artifact["metadata"]["epoch"] == 1
+    assert calls.finished == [0]  # the trainer ends the run as finished
 
 
 # ------------------------------------------------------------------------------------------ mlflow
