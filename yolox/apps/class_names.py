@@ -15,27 +15,29 @@ def class_names_from_coco_json(json_path):
 
 
 def _annotation_candidates(exp):
-    """Where the Exp's val annotation file would be: <data_dir>/annotations/<val_ann> (the COCODataset layout)."""
+    """Where the Exp's val annotation file would be (see resolve_annotation_path: any COCO layout)."""
     val_ann = getattr(exp, "val_ann", None)
     if not val_ann:
         return []
+    try:
+        from yolox.data import get_yolox_datadir
+        from yolox.data.datasets.coco import resolve_annotation_path
+    except ImportError:
+        return []
     data_dir = getattr(exp, "data_dir", None)
     if data_dir is None:
-        try:
-            from yolox.data import get_yolox_datadir  # the default COCO location, as the dataset resolves it
-
-            data_dir = os.path.join(get_yolox_datadir(), "COCO")
-        except ImportError:
-            return []
-    return [os.path.join(data_dir, "annotations", val_ann), os.path.join(data_dir, val_ann)]
+        data_dir = os.path.join(get_yolox_datadir(), "COCO")  # the default COCO location, as the dataset resolves it
+    return [resolve_annotation_path(data_dir, val_ann)]
 
 
 def class_names_for_exp(exp):
     """The class names a model of this Exp predicts, in class-index order, num_classes of them.
 
-    Looked up in order: `exp.class_names`; the categories of the Exp's val annotation file (custom COCO-format
+    Looked up in order: `exp.class_names` (from data_yaml when it is set); the categories of the Exp's val annotation file (custom COCO-format
     data); COCO_CLASSES for 80 classes, VOC_CLASSES for 20; otherwise "0", "1", ...
     """
+    if hasattr(exp, "sync_classes_with_data"):
+        exp.sync_classes_with_data()  # data_yaml: its names and num_classes
     num_classes = int(exp.num_classes)
     names = getattr(exp, "class_names", None)
     if names:

@@ -91,9 +91,24 @@ class Exp(BaseExp):
         self.val_ann = "instances_val2017.json"
         # name of annotation file for testing
         self.test_ann = "instances_test2017.json"
+        # (this project) an annotation file is a name under <data_dir>/annotations/ as officially, or a path relative
+        # to data_dir, or an absolute path; the images of each split are in these folders under data_dir. A Roboflow
+        # COCO export: data_dir, train_ann "train/_annotations.coco.json", val_ann "valid/...", val_name "valid"
+        self.train_name = "train2017"
+        self.val_name = "val2017"
+        self.test_name = "test2017"
+        # (this project) the YOLO-txt layout of Ultralytics: the path of its data.yaml. Its splits, class names and
+        # num_classes replace the COCO settings above (docs/custom_data.md)
+        self.data_yaml = None
+        # (this project) class names in class-index order; None: from the data (data.yaml names, the COCO
+        # categories sorted by id, or the COCO/VOC lists). Checkpoints, logs, pictures and exports carry them
+        self.class_names = None
         # an unreadable or corrupt training image: "raise" stops with its file name, "skip" uses the next readable
         # image instead and counts it in the log (evaluation always raises: a skipped image would bias the AP)
         self.on_corrupt_image = "raise"
+        # (this project) before the first iteration, log the data's summary and problems and write labels.png and
+        # pictures of the first batches into <run>/data_check/ (what tools/check_data.py does); False: skip it
+        self.check_data = True
 
         # --------------- transform config ----------------- #
         # prob of applying mosaic aug
@@ -168,6 +183,7 @@ class Exp(BaseExp):
         from yolox.models import YOLOX, YOLOPAFPN, YOLOXHead
 
         _check_simota_mode(self)
+        self.sync_classes_with_data()
         if getattr(self, "model", None) is None:
             in_channels = [256, 512, 1024]
             backbone = YOLOPAFPN(self.depth, self.width, in_channels=in_channels, act=self.act)
@@ -194,21 +210,57 @@ class Exp(BaseExp):
 
     # ------------------------------------------------------------------ data (the four factories below use yolox.data)
     def get_dataset(self, cache: bool = False, cache_type: str = "ram"):
-        """The COCO training dataset without Mosaic (get_data_loader wraps it).
+        """The training dataset without Mosaic (get_data_loader wraps it): COCO json, or YOLO-txt with data_yaml.
 
         cache: cache the images (in RAM or on disk, by cache_type) before training starts.
         """
-        from yolox.data import COCODataset, TrainTransform
+        from yolox.data import TrainTransform
 
-        return COCODataset(
-            data_dir=self.data_dir,
-            json_file=self.train_ann,
+        return self.get_split_dataset(
+            "train",
             img_size=self.input_size,
             preproc=TrainTransform(max_labels=50, flip_prob=self.flip_prob, hsv_prob=self.hsv_prob),
             cache=cache,
             cache_type=cache_type,
             on_corrupt_image=self.on_corrupt_image,
         )
+
+    def get_split_dataset(self, split, img_size, preproc=None, **kwargs):
+        """The "train", "val" or "test" split of the Exp's data as a COCO-style dataset (this project): the
+        YOLO-txt split of data_yaml when it is set, else the COCO json `<split>_ann` with images in `<split>_name`.
+        kwargs go to the dataset (cache, cache_type, on_corrupt_image)."""
+        self.sync_classes_with_data()
+        if getattr(self, "data_yaml", None):
+            from yolox.data import YOLODataset
+
+            return YOLODataset(self.data_yaml, split, img_size=img_size, preproc=preproc, **kwargs)
+        from yolox.data import COCODataset
+
+        default_names = {"train": "train2017", "val": "val2017", "test": "test2017"}
+        return COCODataset(
+            data_dir=self.data_dir,
+            json_file=getattr(self, f"{split}_ann"),
+            name=getattr(self, f"{split}_name", default_names[split]),
+            img_size=img_size,
+            preproc=preproc,
+            require_annotations=split != "test",  # a test-dev image list has no boxes
+            **kwargs,
+        )
+
+    def sync_classes_with_data(self):
+        """With data_yaml set, num_classes and class_names become the yaml's (this project); else nothing."""
+        if not getattr(self, "data_yaml", None):
+            return
+        from yolox.data import read_data_yaml
+
+        names = list(read_data_yaml(self.data_yaml).names)
+        if self.num_classes != len(names) and getattr(self, "_synced_yaml", None) != self.data_yaml:
+            from loguru import logger
+
+            logger.info(f"num_classes = {len(names)} from {self.data_yaml} (the Exp said {self.num_classes})")
+        self.num_classes = len(names)
+        self.class_names = names
+        self._synced_yaml = self.data_yaml
 
     def get_data_loader(self, batch_size, is_distributed, no_aug=False, cache_img: str = None):
         """The infinite training loader: Mosaic/MixUp dataset, YoloBatchSampler, seeded workers.
@@ -278,19 +330,13 @@ class Exp(BaseExp):
         return DataLoader(self.dataset, **dataloader_kwargs)
 
     def get_eval_dataset(self, **kwargs):
-        """The COCO val (or test-dev with testdev=True) dataset; legacy=True for the old normalised preprocessing."""
-        from yolox.data import COCODataset, ValTransform
+        """The val split (the test split with testdev=True); legacy=True for the old normalised preprocessing."""
+        from yolox.data import ValTransform
 
         testdev = kwargs.get("testdev", False)
         legacy = kwargs.get("legacy", False)
-
-        return COCODataset(
-            data_dir=self.data_dir,
-            json_file=self.val_ann if not testdev else self.test_ann,
-            name="val2017" if not testdev else "test2017",
-            img_size=self.test_size,
-            preproc=ValTransform(legacy=legacy),
-        )
+        return self.get_split_dataset("test" if testdev else "val", img_size=self.test_size,
+                                      preproc=ValTransform(legacy=legacy))
 
     def get_eval_loader(self, batch_size, is_distributed, **kwargs):
         valdataset = self.get_eval_dataset(**kwargs)

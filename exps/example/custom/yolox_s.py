@@ -1,31 +1,30 @@
 #!/usr/bin/env python
-"""YOLOX-S on your own COCO-format data: copy this file and set data_dir, the annotation files and num_classes.
+"""YOLOX-S on your own data: copy this file, point it at your data, train (docs/custom_data.md walks through it).
 
-Layout expected (datasets/README.md):
-    <data_dir>/annotations/instances_train2017.json   <data_dir>/train2017/*.jpg
-    <data_dir>/annotations/instances_val2017.json     <data_dir>/val2017/*.jpg
+    python tools/check_data.py -f exps/example/custom/yolox_s.py      # look at the data first
+    python tools/train.py -f exps/example/custom/yolox_s.py -d 1 -b 8 -c yolox_s.pth --cache
 """
-import os
-
-from yolox.exp import Exp as MyExp
+from yolox.exp.default.yolox_s import Exp as PublishedExp
 
 
-class Exp(MyExp):
+class Exp(PublishedExp):
     def __init__(self):
         super().__init__()
-        self.depth = 0.33
-        self.width = 0.50
-        self.exp_name = os.path.split(os.path.realpath(__file__))[1].split(".")[0]
+        # YOLO-txt (Ultralytics; a Roboflow, CVAT or Label Studio "YOLO" export): the data.yaml that lists the
+        # splits and the class names; num_classes and class_names come from it
+        self.data_yaml = "datasets/mydata/data.yaml"
 
-        # where the data is: <data_dir>/annotations/<train_ann>, images in <data_dir>/train2017 (docs/custom_data.md)
-        self.data_dir = "datasets/coco128"
-        self.train_ann = "instances_train2017.json"
-        self.val_ann = "instances_val2017.json"
+        # COCO json instead (any layout): remove data_yaml above and say where the files are, e.g. for a Roboflow
+        # "COCO" export in datasets/mydata/{train,valid}/ with _annotations.coco.json beside the images:
+        # self.data_dir = "datasets/mydata"
+        # self.train_ann = "train/_annotations.coco.json"   # or a name under <data_dir>/annotations/
+        # self.val_ann = "valid/_annotations.coco.json"
+        # self.train_name, self.val_name = "train", "valid"  # the image folders under data_dir
+        # self.num_classes = 3                               # the number of categories in the json files
 
-        self.num_classes = 71  # the number of categories in the annotation files
-
-        self.max_epoch = 300
+        self.input_size = (640, 640)  # (height, width), multiples of 32: larger for small objects, smaller for speed
+        self.test_size = (640, 640)  # evaluate and deploy at the size you trained at
+        self.max_epoch = 100  # a fine-tuned model converges well before the 300 epochs of COCO from scratch
+        self.no_aug_epochs = 10
+        self.eval_interval = 5
         self.data_num_workers = 4
-        self.eval_interval = 1
-        # an unreadable image: "raise" stops with its name, "skip" replaces it and counts it in the log
-        self.on_corrupt_image = "raise"

@@ -18,7 +18,7 @@ class Exp(NanoExp):
         self.data_dir = os.path.join(get_yolox_datadir(), "forest")
         self.train_ann = "train.json"
         self.val_ann = "val.json"
-        # image folders under data_dir (the COCO default would be train2017 / val2017)
+        # image folders under data_dir (the COCO defaults are train2017 / val2017)
         self.train_name = "train"
         self.val_name = "val"
 
@@ -63,28 +63,3 @@ class Exp(NanoExp):
         self.data_num_workers = 0
         self.test_conf = 0.001  # AP counts low-score detections too, as the official eval command's --conf 0.001
         self.nmsthre = 0.5  # crowns touch and overlap: below COCO's 0.65, above 0.45, which removes true neighbours
-
-    def get_dataset(self, cache: bool = False, cache_type: str = "ram"):
-        from yolox.data import COCODataset, TrainTransform
-
-        return COCODataset(
-            data_dir=self.data_dir,
-            json_file=self.train_ann,
-            name=self.train_name,
-            img_size=self.input_size,
-            preproc=TrainTransform(max_labels=120, flip_prob=self.flip_prob, hsv_prob=self.hsv_prob),
-            cache=cache,
-            cache_type=cache_type,
-            on_corrupt_image=self.on_corrupt_image,
-        )
-
-    def get_eval_dataset(self, **kwargs):
-        from yolox.data import COCODataset, ValTransform
-
-        return COCODataset(
-            data_dir=self.data_dir,
-            json_file=self.val_ann,
-            name=self.val_name,
-            img_size=self.test_size,
-            preproc=ValTransform(legacy=kwargs.get("legacy", False)),
-        )

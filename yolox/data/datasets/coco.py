@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from ..dataloading import DATASETS_README, get_yolox_datadir
 from .datasets_wrapper import CacheDataset, Dataset, read_image_file
 
-__all__ = ["COCODataset", "remove_useless_info"]
+__all__ = ["COCODataset", "remove_useless_info", "resolve_annotation_path"]
 
 _MAX_IDS_SHOWN = 10
 
@@ -34,7 +34,20 @@ def _ids_text(ids):
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > _MAX_IDS_SHOWN else "")
 
 
-def _load_coco_json(ann_path, data_dir):
+def resolve_annotation_path(data_dir, json_file):
+    """Where an annotation file is: an absolute path as given; else `<data_dir>/annotations/<json_file>` (the
+    official layout) when it exists, else `<data_dir>/<json_file>` when that exists (a Roboflow export's
+    `train/_annotations.coco.json`); else the official place, which the loader reports as missing."""
+    if os.path.isabs(json_file):
+        return json_file
+    official = os.path.join(data_dir, "annotations", json_file)
+    beside = os.path.join(data_dir, json_file)
+    if not os.path.isfile(official) and os.path.isfile(beside):
+        return beside
+    return official
+
+
+def _load_coco_json(ann_path, data_dir, require_annotations=True):
     """pycocotools COCO of ann_path, with one clear message when the folder, the file or its JSON is wrong."""
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(
@@ -43,26 +56,48 @@ def _load_coco_json(ann_path, data_dir):
         )
     if not os.path.isfile(ann_path):
         raise FileNotFoundError(
-            f"annotation file not found: {ann_path}. A COCO-format dataset needs <data_dir>/annotations/<json_file>; "
-            f"see {DATASETS_README} for the layout."
+            f"annotation file not found: {ann_path}. Give the annotation file as a name under "
+            f"<data_dir>/annotations/, a path relative to data_dir or an absolute path; {DATASETS_README} and docs/custom_data.md show the layouts."
         )
-    coco = COCO()
     try:
         with open(ann_path) as f:
-            coco.dataset = json.load(f)
+            dataset = json.load(f)
     except ValueError as e:
         raise ValueError(f"annotation file {ann_path} is not valid JSON: {e}") from e
-    missing = [k for k in ("images", "categories") if k not in coco.dataset]
-    if not isinstance(coco.dataset, dict) or missing:
-        raise ValueError(f"annotation file {ann_path} is not COCO format: it has no {' or '.join(missing)} list")
-    coco.dataset.setdefault("annotations", [])
+    return coco_from_dict(dataset, ann_path, require_annotations)
+
+
+def coco_from_dict(dataset, source, require_annotations=True):
+    """An indexed pycocotools COCO of a COCO-format dict; ValueError naming `source` when a list is missing.
+
+    require_annotations: a training or val file without an "annotations" list is an error (a test-dev image list
+    has none legitimately); an export without boxes has "annotations": [].
+    """
+    if not isinstance(dataset, dict):
+        raise ValueError(f"annotation file {source} is not COCO format: its top level is not an object")
+    missing = [k for k in ("images", "categories") if k not in dataset]
+    if missing:
+        raise ValueError(f"annotation file {source} is not COCO format: it has no {' or '.join(missing)} list")
+    if require_annotations and "annotations" not in dataset:
+        raise ValueError(
+            f"annotation file {source} has no 'annotations' list, so every image would train as background; "
+            f"export it again with its boxes (a set without boxes has \"annotations\": [])"
+        )
+    dataset.setdefault("annotations", [])
+    coco = COCO()
+    coco.dataset = dataset
     remove_useless_info(coco)
     coco.createIndex()
     return coco
 
 
 class COCODataset(CacheDataset):
-    """A COCO-format dataset: `<data_dir>/annotations/<json_file>` and images under `<data_dir>/<name>/`.
+    """A COCO-format dataset: the annotation file `json_file` (see `resolve_annotation_path`) and images under
+    `<data_dir>/<name>/` (a `file_name` that is an absolute path is taken as it is).
+
+    `coco` gives the annotations as an already built pycocotools COCO (the YOLO-txt layout builds one in memory);
+    `json_file` then only names them in messages. `require_annotations=False` accepts an image list without an
+    "annotations" list (COCO test-dev).
 
     Category ids map to contiguous class indices through `class_ids` (sorted ids; `class_ids[k]` gives the id back
     for evaluation). Images without annotations are kept as negatives. Boxes are clipped to the image; boxes of
@@ -81,6 +116,8 @@ class COCODataset(CacheDataset):
         cache=False,
         cache_type="ram",
         on_corrupt_image="raise",
+        coco=None,
+        require_annotations=True,
     ):
         if data_dir is None:
             data_dir = os.path.join(get_yolox_datadir(), "COCO")
@@ -89,9 +126,12 @@ class COCODataset(CacheDataset):
         self.name = name
         self.img_size = img_size
         self.preproc = preproc
-        self.ann_path = os.path.join(data_dir, "annotations", json_file)
-
-        self.coco = _load_coco_json(self.ann_path, data_dir)
+        if coco is None:
+            self.ann_path = resolve_annotation_path(data_dir, json_file)
+            self.coco = _load_coco_json(self.ann_path, data_dir, require_annotations)
+        else:
+            self.ann_path = json_file
+            self.coco = coco
         self.ids = np.asarray(self.coco.getImgIds(), dtype=np.int64)
         self.num_imgs = len(self.ids)
         self.class_ids = sorted(self.coco.getCatIds())
@@ -160,10 +200,15 @@ class COCODataset(CacheDataset):
                 continue  # crowd regions are for evaluation only, as officially
             i = row_of[ann["image_id"]]
             height, width = img_hw[i]
-            try:
-                x, y, w, h = (float(v) for v in ann["bbox"])
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{self.ann_path}: annotation id {ann.get('id')} has no valid 'bbox' [x, y, w, h]")
+            bbox = ann.get("bbox")
+            if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+                    or not np.isfinite(bbox).all()):
+                raise ValueError(
+                    f"{self.ann_path}: annotation id {ann.get('id')} has bbox {bbox!r}; a bbox is 4 finite numbers "
+                    f"[x, y, width, height] in pixels: fix or remove this annotation"
+                )
+            x, y, w, h = (float(v) for v in bbox)
             x1, y1 = max(0.0, x), max(0.0, y)
             x2, y2 = min(float(width), x + max(0.0, w)), min(float(height), y + max(0.0, h))
             if ann.get("area", w * h) <= 0 or x2 <= x1 or y2 <= y1:
@@ -179,6 +224,8 @@ class COCODataset(CacheDataset):
                 + f", {len(dropped)} dropped for non-positive size or area"
                 + (f" (annotation ids {_ids_text(dropped)})" if dropped else "")
             )
+        # annotation ids per reason, for yolox.data.data_check's report
+        self.box_report = {"clipped": clipped, "dropped": dropped}
 
         counts = np.array([len(p) for p in per_image], dtype=np.int64)
         offsets = np.zeros(n + 1, dtype=np.int64)
@@ -197,6 +244,11 @@ class COCODataset(CacheDataset):
             [(img_hw[:, 0] * ratios).astype(np.int64), (img_hw[:, 1] * ratios).astype(np.int64)], axis=1
         )
         self._file_names = np.array(file_names)
+
+    @property
+    def class_names(self):
+        """The category names in class-index order (categories sorted by id)."""
+        return self._classes
 
     @property
     def annotations(self):

@@ -25,6 +25,7 @@ __all__ = [
     "CorruptImageError",
     "CORRUPT_IMAGE_POLICIES",
     "decode_reduction_limit",
+    "jpeg_is_truncated",
 ]
 
 CORRUPT_IMAGE_POLICIES = ("raise", "skip")
@@ -143,6 +144,36 @@ def decode_reduction_limit(img_file, hw):
     return 1
 
 
+_JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+_warned_truncated = set()
+
+
+def jpeg_is_truncated(img_file):
+    """Whether a JPEG file lacks its end-of-image marker (FF D9), as a file cut short in a copy or download does.
+    OpenCV decodes such a file without an error (grey below the cut; libjpeg only writes "Premature end of JPEG
+    file" to stderr). Files that are not JPEGs by their suffix are not checked."""
+    if not img_file.lower().endswith(_JPEG_SUFFIXES):
+        return False
+    try:
+        with open(img_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16))
+            tail = f.read()
+    except OSError:
+        return False
+    # entropy-coded data stuffs every FF byte as FF 00, so FF D9 near the end can only be the marker; a few bytes
+    # of padding after it are tolerated
+    return b"\xff\xd9" not in tail
+
+
+def _warn_if_truncated(img_file, where):
+    if img_file not in _warned_truncated and jpeg_is_truncated(img_file):
+        _warned_truncated.add(img_file)
+        logger.warning(f"image {img_file} ({where}) is a truncated JPEG: it decodes grey below the cut. Replace it with "
+                       f"a complete copy or remove it (python -m yolox.tools.check_data lists all such files)")
+
+
 def read_image_file(img_file, expected_hw, where, size_fix, reduction=1):
     """Decode `img_file` (BGR) and check it has the (h, w) its annotation says; CorruptImageError naming the file,
     `where` it is referenced and, for a size mismatch, `size_fix` (what to correct).
@@ -160,6 +191,7 @@ def read_image_file(img_file, expected_hw, where, size_fix, reduction=1):
         if reduction > 1:  # e.g. not a JPEG inside: decode it whole, which also checks its size
             return read_image_file(img_file, expected_hw, where, size_fix)
         raise CorruptImageError(f"image {img_file} is {img.shape[1]}x{img.shape[0]} but {where} says {w}x{h}; {size_fix}")
+    _warn_if_truncated(img_file, where)
     return img
 
 
