@@ -26,6 +26,7 @@ setup(
         "tabulate>=0.9",
         "pycocotools>=2.0.6",
         "tqdm>=4.64",
+        "pyyaml>=5.4",
     ],
     extras_require={
         # the tests also cover the training curve (matplotlib) and the tensorboard scalars

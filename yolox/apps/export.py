@@ -1,5 +1,6 @@
 """Export a YOLOX model to ONNX or TorchScript, with the head's decoding kept in or left to the deployment side."""
 import inspect
+import json
 import os
 import warnings
 
@@ -10,7 +11,9 @@ from yolox.deploy import export_metadata
 from yolox.exp import load_exp_weights
 
 __all__ = ["prepare_for_export", "exp_model_for_export", "export_onnx", "simplify_onnx", "set_onnx_metadata",
-           "export_torchscript"]
+           "export_torchscript", "TORCHSCRIPT_METADATA"]
+
+TORCHSCRIPT_METADATA = "yolox_metadata.json"  # the extra file of a TorchScript export: {yolox_* key: text}
 
 
 def prepare_for_export(model, decode_in_inference=False):
@@ -33,13 +36,13 @@ def exp_model_for_export(exp, ckpt_file, decode_in_inference=False):
 
 
 def export_onnx(model, output_name, input_shape, opset=11, dynamic=False, simplify=True, input_node="images",
-                output_node="output"):
+                output_node="output", class_names=None):
     """Write `model` (prepared) to the ONNX file `output_name` for inputs of `input_shape` (B, 3, H, W).
 
     Nodes are named input_node and output_node; dynamic=True makes the batch dimension of both free (height and
     width stay those of input_shape). The file is checked with onnx.checker, simplified with onnxsim (or else
     onnxslim) when one is installed and simplify is True, and given the yolox_* metadata (yolox.deploy.metadata)
-    that tells the deployment backends whether its outputs are decoded.
+    that tells the deployment backends whether its outputs are decoded, and its class_names when given.
     """
     import onnx
 
@@ -64,7 +67,7 @@ def export_onnx(model, output_name, input_shape, opset=11, dynamic=False, simpli
     logger.info(f"generated onnx model named {output_name}")
     if simplify:
         onnx_model = simplify_onnx(onnx_model, output_name)
-    set_onnx_metadata(onnx_model, export_metadata(model))
+    set_onnx_metadata(onnx_model, export_metadata(model, class_names))
     onnx.save(onnx_model, output_name)
     return output_name
 
@@ -101,10 +104,11 @@ def set_onnx_metadata(onnx_model, values):
         entry.key, entry.value = key, value
 
 
-def export_torchscript(model, output_name, input_shape):
+def export_torchscript(model, output_name, input_shape, class_names=None):
     """Trace `model` (prepared) on a random input of `input_shape` (B, 3, H, W) and save the TorchScript module.
 
-    The trace fixes the input size: run the saved module on images of that height and width.
+    The trace fixes the input size: run the saved module on images of that height and width. The yolox_* metadata
+    (with class_names when given) goes in the file's extra file TORCHSCRIPT_METADATA (torch.jit.load(_extra_files)).
     """
     dummy_input = torch.randn(*input_shape)
     os.makedirs(os.path.dirname(os.path.abspath(output_name)), exist_ok=True)
@@ -117,6 +121,7 @@ def export_torchscript(model, output_name, input_shape):
         expected, got = model(dummy_input), mod(dummy_input)
         if not torch.allclose(expected, got, rtol=1e-4, atol=1e-4):
             raise RuntimeError(f"the traced model differs from the model by {(expected - got).abs().max():.3g}")
-        mod.save(output_name)
+        extra = {TORCHSCRIPT_METADATA: json.dumps(export_metadata(model, class_names))}
+        mod.save(output_name, _extra_files=extra)
     logger.info(f"generated torchscript model named {output_name}")
     return output_name

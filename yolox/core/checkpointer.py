@@ -5,7 +5,7 @@ import os
 
 from loguru import logger
 
-from yolox.exp import mismatch_hint
+from yolox.exp import describe_run, mismatch_hint
 from yolox.utils import (
     CheckpointError,
     CheckpointMismatchError,
@@ -26,6 +26,16 @@ class Checkpointer:
 
     def __init__(self, trainer):
         self.trainer = trainer
+        self._description = None
+
+    def description(self):
+        """What every checkpoint of the run carries beside the training state (yolox.exp.CHECKPOINT_KEYS): class
+        names, the Exp's plain settings, the model's config; computed at the first save, kept for the run."""
+        if self._description is None:
+            trainer = self.trainer
+            self._description = describe_run(trainer.exp, unwrap_model(trainer.model), _class_names(trainer.exp),
+                                             exp_file=getattr(trainer.args, "exp_file", None))
+        return self._description
 
     @property
     def folder(self):
@@ -50,8 +60,9 @@ class Checkpointer:
     @staticmethod
     def state(trainer, next_iteration=None):
         """Everything a resume restores: the Trainer's own state and each part's (trainer.parts); "model" holds the
-        EMA weights (as the published files), "raw_model" the trained ones. next_iteration: where the resumed run
-        starts (default: the next epoch)."""
+        EMA weights (as the published files), "raw_model" the trained ones; class names, Exp settings and model
+        config ride along (a resume ignores them). next_iteration: where the resumed run starts (default: the next
+        epoch)."""
         if next_iteration is None:
             next_iteration = (trainer.epoch + 1) * trainer.max_iter
         raw = unwrap_model(trainer.model).state_dict()
@@ -66,8 +77,10 @@ class Checkpointer:
             "iters_per_epoch": trainer.max_iter,
             "input_size": list(trainer.input_size),
             "rng": get_rng_states(),
-            "exp": str(trainer.exp),
         }
+        checkpointer = getattr(trainer, "checkpointer", None)
+        if checkpointer is not None:
+            state.update(checkpointer.description())  # "class_names", "exp" (a dict of settings), "model_config"
         for part in trainer.parts:
             state.update(part.state_dict(trainer))
         if ema is not None:
@@ -166,6 +179,17 @@ class Checkpointer:
             logger.warning(f"fine-tuning: {len(missing) - len(other_shape)} model tensors are not in {ckpt_file} "
                            f"(e.g. {[k for k in missing if k not in other_shape][0]})")
         model.load_state_dict(kept, strict=False)
+
+
+def _class_names(exp):
+    """class_names_for_exp(exp); class numbers, with a warning, when the Exp's names do not fit (never stops a run)."""
+    from yolox.apps.class_names import class_names_for_exp
+
+    try:
+        return class_names_for_exp(exp)
+    except ValueError as e:
+        logger.warning(f"checkpoints name the classes by number: {e}")
+        return [str(i) for i in range(int(exp.num_classes))]
 
 
 def check_fits_or_explain(model, state_dict, path):

@@ -54,12 +54,15 @@ class InferenceBackend:
     static export takes, or None for any; other batches are cut into runs of that size (one image at a time for a
     batch-1 export, the last run padded). decoded: whether the runtime's outputs are decoded already (None: not
     known from the file, decided on the first outputs); raw outputs are decoded with yolox.utils.demo_postprocess.
+    class_names: the names an exported file carries (None when it has none).
     """
 
     name = "backend"
 
-    def __init__(self, source, input_size=None, batch_size=None, decoded=True, strides=None, num_classes=None):
+    def __init__(self, source, input_size=None, batch_size=None, decoded=True, strides=None, num_classes=None,
+                 class_names=None):
         self.source = str(source)
+        self.class_names = None if class_names is None else list(class_names)  # from the file's metadata
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.batch_size = batch_size
         self.decoded = decoded

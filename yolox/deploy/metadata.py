@@ -4,28 +4,58 @@ ONNX files exported by this package carry, in their metadata_props (OpenVINO kee
   yolox_decoded      "1": boxes are cx, cy, w, h in input pixels (--decode_in_inference); "0": raw head outputs
   yolox_strides      "8,16,32" (or "8,16,32,64"): the strides that decode raw outputs
   yolox_num_classes  the number of class columns after the objectness
+  yolox_class_names  the class names in class-index order, a JSON list of strings (the demo labels boxes with them)
 Files without them (an official export, another tool) are checked on their first outputs: see outputs_look_decoded.
 """
+import json
+
 import torch
 
 from yolox.utils import demo_postprocess
 
-__all__ = ["DECODED_KEY", "STRIDES_KEY", "NUM_CLASSES_KEY", "export_metadata", "parse_metadata", "classes_of",
-           "outputs_look_decoded"]
+__all__ = ["DECODED_KEY", "STRIDES_KEY", "NUM_CLASSES_KEY", "CLASS_NAMES_KEY", "METADATA_KEYS", "export_metadata",
+           "parse_metadata", "class_names_of", "classes_of", "outputs_look_decoded"]
 
 DECODED_KEY = "yolox_decoded"
 STRIDES_KEY = "yolox_strides"
 NUM_CLASSES_KEY = "yolox_num_classes"
+CLASS_NAMES_KEY = "yolox_class_names"
+METADATA_KEYS = (DECODED_KEY, STRIDES_KEY, NUM_CLASSES_KEY, CLASS_NAMES_KEY)
 
 
-def export_metadata(model):
-    """{key: text} describing the outputs of `model` (a YOLOX prepared for export) as it will be exported."""
+def export_metadata(model, class_names=None):
+    """{key: text} describing the outputs of `model` (a YOLOX prepared for export) as it will be exported, and its
+    class names when given (one per class)."""
     head = model.head
-    return {
+    values = {
         DECODED_KEY: "1" if head.decode_in_inference else "0",
         STRIDES_KEY: ",".join(str(int(s)) for s in head.strides),
         NUM_CLASSES_KEY: str(int(head.num_classes)),
     }
+    if class_names is not None:
+        if len(class_names) != int(head.num_classes):
+            raise ValueError(f"{len(class_names)} class names for a model of {int(head.num_classes)} classes; "
+                             "give one name per class")
+        values[CLASS_NAMES_KEY] = json.dumps([str(n) for n in class_names])
+    return values
+
+
+def class_names_of(values, source, num_classes=None):
+    """The class names in a file's {key: text} metadata (a list of strings), or None when it has none."""
+    text = values.get(CLASS_NAMES_KEY)
+    if not text:
+        return None
+    try:
+        names = json.loads(text)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{source}: metadata {CLASS_NAMES_KEY}={text[:60]!r} is not a JSON list of strings; "
+                         "re-export the model")
+    if num_classes is not None and len(names) != num_classes:
+        raise ValueError(f"{source}: metadata {CLASS_NAMES_KEY} has {len(names)} names for {num_classes} classes; "
+                         "re-export the model")
+    return names
 
 
 def parse_metadata(values, source):

@@ -2,7 +2,7 @@
 import os
 
 from .backend import InferenceBackend, import_runtime
-from .metadata import classes_of, parse_metadata
+from .metadata import class_names_of, classes_of, parse_metadata
 
 __all__ = ["OnnxRuntimeBackend", "static_dims"]
 
@@ -44,9 +44,11 @@ class OnnxRuntimeBackend(InferenceBackend):
             raise ValueError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         batch, h, w = static_dims(list(inp.shape), path, f"'{inp.name}'")
-        decoded, strides, classes = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        decoded, strides, classes = parse_metadata(metadata, path)
         channels = out.shape[-1] if out.shape else None  # an int, or a name / None when symbolic
-        super().__init__(path, (h, w), batch, decoded, strides, classes_of(classes, channels, path))
+        classes = classes_of(classes, channels, path)
+        super().__init__(path, (h, w), batch, decoded, strides, classes, class_names_of(metadata, path, classes))
         self.input_name, self.output_name = inp.name, out.name
 
     def run(self, images):

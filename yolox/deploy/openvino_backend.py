@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from .backend import InferenceBackend, import_runtime
-from .metadata import DECODED_KEY, NUM_CLASSES_KEY, STRIDES_KEY, classes_of, parse_metadata
+from .metadata import METADATA_KEYS, class_names_of, classes_of, parse_metadata
 from .onnxruntime_backend import static_dims
 
 __all__ = ["OpenVINOBackend", "openvino_metadata"]
@@ -13,7 +13,7 @@ __all__ = ["OpenVINOBackend", "openvino_metadata"]
 def openvino_metadata(model):
     """{key: text} of the yolox_* entries that OpenVINO keeps from the ONNX metadata (rt_info "framework")."""
     return {k: model.get_rt_info(["framework", k]).astype(str)
-            for k in (DECODED_KEY, STRIDES_KEY, NUM_CLASSES_KEY) if model.has_rt_info(["framework", k])}
+            for k in METADATA_KEYS if model.has_rt_info(["framework", k])}
 
 
 class OpenVINOBackend(InferenceBackend):
@@ -39,10 +39,11 @@ class OpenVINOBackend(InferenceBackend):
         shape = model.inputs[0].get_partial_shape()
         dims = [d.get_length() if d.is_static else None for d in shape]
         batch, h, w = static_dims(dims, path, "first")
-        decoded, strides, classes = parse_metadata(openvino_metadata(model), path)
+        metadata = openvino_metadata(model)
+        decoded, strides, classes = parse_metadata(metadata, path)
         channels = model.outputs[0].get_partial_shape()[-1]
-        super().__init__(path, (h, w), batch, decoded, strides,
-                         classes_of(classes, channels.get_length() if channels.is_static else None, path))
+        classes = classes_of(classes, channels.get_length() if channels.is_static else None, path)
+        super().__init__(path, (h, w), batch, decoded, strides, classes, class_names_of(metadata, path, classes))
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads

@@ -3,7 +3,8 @@ Detect objects in an image, a folder, a video or a camera (the official flags): 
 run the demo.
 
 -c takes a PyTorch checkpoint, an ONNX file (ONNX Runtime) or an OpenVINO IR .xml; --backend overrides the choice
-made from the suffix.
+made from the suffix. Without -f / -n the model comes from -c alone: a checkpoint written by tools/train.py, or an
+export, describes itself. Boxes are labelled with the class names the weights carry, else the Exp's.
 
 The flags: --help. This module is the one implementation; tools/demo.py only launches it.
 """
@@ -13,9 +14,9 @@ import time
 
 from loguru import logger
 
-from yolox.apps.class_names import class_names_for_exp
 from yolox.apps.demo import image_demo, imageflow_demo
 from yolox.apps.predictor import Predictor, load_backend
+from yolox.apps.weights_exp import class_names_for_weights, exp_for_weights
 from yolox.deploy import BACKENDS, backend_for_file
 from yolox.tools.cli import apply_test_overrides, run_cli
 from yolox.utils import get_model_info
@@ -37,7 +38,8 @@ def make_parser():
                         help="whether to save the inference result of image/video")
     parser.add_argument("-f", "--exp_file", default=None, type=str, help="please input your experiment description file")
     parser.add_argument("-c", "--ckpt", default=None, type=str,
-                        help="weights: a .pth checkpoint, an .onnx file or an OpenVINO .xml")
+                        help="weights: a .pth checkpoint, an .onnx file or an OpenVINO .xml (without -f / -n: "
+                             "a checkpoint of tools/train.py or an export, which describe their model)")
     parser.add_argument("--backend", default=None, choices=list(BACKENDS),
                         help="runtime for -c (default: by its suffix: .onnx onnxruntime, .xml openvino, else torch)")
     parser.add_argument("--device", default="cpu", type=str, help="device to run our model, can either be cpu or gpu")
@@ -70,11 +72,9 @@ def _check_demo_input(args):
 def run_demo_cli(argv=None):
     """Returns the written files (images) or video path; nothing is written without --save_result. User errors are
     raised (main() turns them into one log line and exit status 2)."""
-    from yolox.exp import get_exp
-
     args = make_parser().parse_args(argv)
     _check_demo_input(args)
-    exp = get_exp(args.exp_file, args.name)
+    exp = exp_for_weights(args.exp_file, args.name, args.ckpt, args.backend)
     if not args.experiment_name:
         args.experiment_name = exp.exp_name
     file_name = os.path.join(exp.output_dir, args.experiment_name)
@@ -92,7 +92,10 @@ def run_demo_cli(argv=None):
     backend = load_backend(exp, ckpt_file, args.backend, device=args.device, fuse=args.fuse, fp16=args.fp16)
     logger.info("loaded checkpoint done.")
 
-    predictor = Predictor(backend, exp, class_names_for_exp(exp), legacy=args.legacy)
+    class_names = class_names_for_weights(exp, ckpt_file, backend, args.backend)
+    shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
+    logger.info(f"labelling boxes with {len(class_names)} class names: {shown}")
+    predictor = Predictor(backend, exp, class_names, legacy=args.legacy)
     current_time = time.localtime()
     if args.demo == "image":
         return image_demo(predictor, vis_folder, args.path, current_time, args.save_result)

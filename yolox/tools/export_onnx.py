@@ -1,6 +1,7 @@
 """python -m yolox.tools.export_onnx, or tools/export_onnx.py in a clone.
 Export a checkpoint to ONNX (the official flags); the model flags and build_export_model are shared with
-yolox.tools.export_torchscript.
+yolox.tools.export_torchscript and yolox.tools.export_openvino. A checkpoint written by tools/train.py needs no -f / -n
+(it describes its model); the file's metadata carries the class names (yolox_class_names).
 
 The flags: --help. This module is the one implementation; tools/export_onnx.py only launches it.
 """
@@ -10,6 +11,7 @@ import os
 from loguru import logger
 
 from yolox.apps.export import exp_model_for_export, export_onnx
+from yolox.apps.weights_exp import class_names_for_weights, exp_for_weights
 from yolox.tools.cli import run_cli
 
 __all__ = ["make_parser", "add_model_arguments", "build_export_model", "run_onnx_cli", "main"]
@@ -22,7 +24,8 @@ def add_model_arguments(parser, default_output):
     parser.add_argument("-f", "--exp_file", default=None, type=str, help="experiment description file")
     parser.add_argument("-expn", "--experiment-name", type=str, default=None)
     parser.add_argument("-n", "--name", type=str, default=None, help="model name")
-    parser.add_argument("-c", "--ckpt", default=None, type=str, help="ckpt path")
+    parser.add_argument("-c", "--ckpt", default=None, type=str,
+                        help="ckpt path (without -f / -n: a checkpoint of tools/train.py, which describes its model)")
     parser.add_argument("--decode_in_inference", action="store_true", help="decode in inference or not")
     parser.add_argument("opts", help="Modify config options using the command-line", default=None,
                         nargs=argparse.REMAINDER)
@@ -42,11 +45,9 @@ def make_parser():
 
 
 def build_export_model(args):
-    """(exp, model) for the parsed model flags: the checkpoint (-c, default the run's best_ckpt.pth) loaded and the
-    head set for export."""
-    from yolox.exp import get_exp
-
-    exp = get_exp(args.exp_file, args.name)
+    """(exp, model) for the parsed model flags: the Exp of -f / -n or of the checkpoint itself, the checkpoint (-c,
+    default the run's best_ckpt.pth) loaded and the head set for export; exp.class_names are the names to export."""
+    exp = exp_for_weights(args.exp_file, args.name, args.ckpt, backend="torch")
     exp.merge(args.opts)
     if not args.experiment_name:
         args.experiment_name = exp.exp_name
@@ -54,7 +55,9 @@ def build_export_model(args):
         ckpt_file = os.path.join(exp.output_dir, args.experiment_name, "best_ckpt.pth")
     else:
         ckpt_file = args.ckpt
-    return exp, exp_model_for_export(exp, ckpt_file, args.decode_in_inference)
+    model = exp_model_for_export(exp, ckpt_file, args.decode_in_inference)
+    exp.class_names = class_names_for_weights(exp, ckpt_file)
+    return exp, model
 
 
 def run_onnx_cli(argv=None):
@@ -65,7 +68,7 @@ def run_onnx_cli(argv=None):
     exp, model = build_export_model(args)
     return export_onnx(model, args.output_name, (args.batch_size, 3, *exp.test_size), opset=args.opset,
                        dynamic=args.dynamic, simplify=not args.no_onnxsim, input_node=args.input,
-                       output_node=args.output)
+                       output_node=args.output, class_names=exp.class_names)
 
 
 def main(argv=None):

@@ -1,5 +1,6 @@
 """python -m yolox.tools.export_torchscript, or tools/export_torchscript.py in a clone.
-Export a checkpoint to TorchScript (the official flags).
+Export a checkpoint to TorchScript (the official flags); -c alone for a checkpoint of tools/train.py. The class names
+and yolox_* metadata go in the file's extra file yolox_metadata.json.
 
 The flags: --help. This module is the one implementation; tools/export_torchscript.py only launches it.
 """
@@ -24,7 +25,8 @@ def run_torchscript_cli(argv=None):
     args = make_parser().parse_args(argv)
     logger.info("args value: {}".format(args))
     exp, model = build_export_model(args)
-    return export_torchscript(model, args.output_name, (args.batch_size, 3, *exp.test_size))
+    return export_torchscript(model, args.output_name, (args.batch_size, 3, *exp.test_size),
+                              class_names=exp.class_names)
 
 
 def main(argv=None):

@@ -5,3 +5,4 @@ from .datasets_wrapper import CacheDataset, ConcatDataset, CorruptImageError, Da
 from .mosaicdetection import MosaicDetection
 from .voc import AnnotationTransform, VOCDetection
 from .voc_classes import VOC_CLASSES
+from .yolo import YOLODataset

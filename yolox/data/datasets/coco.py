@@ -97,7 +97,8 @@ class COCODataset(CacheDataset):
 
     `coco` gives the annotations as an already built pycocotools COCO (the YOLO-txt layout builds one in memory);
     `json_file` then only names them in messages. `require_annotations=False` accepts an image list without an
-    "annotations" list (COCO test-dev).
+    "annotations" list (COCO test-dev). `cache_dir_name`: the folder of the disk cache under `<data_dir>/cache/`
+    (by default from `name` and `json_file`).
 
     Category ids map to contiguous class indices through `class_ids` (sorted ids; `class_ids[k]` gives the id back
     for evaluation). Images without annotations are kept as negatives. Boxes are clipped to the image; boxes of
@@ -118,6 +119,7 @@ class COCODataset(CacheDataset):
         on_corrupt_image="raise",
         coco=None,
         require_annotations=True,
+        cache_dir_name=None,
     ):
         if data_dir is None:
             data_dir = os.path.join(get_yolox_datadir(), "COCO")
@@ -144,7 +146,7 @@ class COCODataset(CacheDataset):
             input_dimension=img_size,
             num_imgs=self.num_imgs,
             data_dir=data_dir,
-            cache_dir_name=f"{name}_{os.path.splitext(os.path.basename(json_file))[0]}",
+            cache_dir_name=cache_dir_name or f"{name}_{os.path.splitext(os.path.basename(json_file))[0]}",
             path_filename=path_filename,
             cache=cache,
             cache_type=cache_type,
