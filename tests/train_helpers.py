@@ -37,6 +37,9 @@ def tiny_opts(output_dir, **overrides):
         "test_conf": 1e-5,
         "seed": 3,
         "save_history_ckpt": True,  # the forest Exp keeps no epoch_N_ckpt.pth; the trainer's tests look at them
+        # the data check and the run report cost seconds per run: their own tests turn them on
+        "check_data": False,
+        "run_report": False,
     }
     opts.update(overrides)
     return [str(x) for kv in opts.items() for x in kv]

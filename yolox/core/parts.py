@@ -7,12 +7,17 @@ __all__ = ["TrainerPart", "call_each"]
 class TrainerPart:
     """A concern of a training run. Every hook gets the Trainer and does nothing by default.
 
-    Order of the hooks: before_train (the model, loader and evaluator are built), before_epoch, before_iter and after_iter
-    (around each training iteration), epoch_trained (the epoch's iterations are done; evaluation and checkpoint follow),
-    after_epoch(trainer, evaluated), after_train(trainer, finished). A part with state to resume returns it from
+    Order of the hooks: model_built(trainer, model) (before the optimiser is made and a resume loads), before_train
+    (the model, loader and evaluator are built), before_epoch, before_iter and after_iter (around each training
+    iteration), epoch_trained (the epoch's iterations are done; evaluation and checkpoint follow), evaluated(trainer,
+    ap50_95, ap50) (after an evaluation, before its checkpoints), after_epoch(trainer, evaluated),
+    after_train(trainer, finished). A part with state to resume returns it from
     state_dict(trainer) (its keys go into the checkpoint beside the Trainer's) and takes it back in
     load_state_dict(ckpt, trainer) when a run resumes.
     """
+
+    def model_built(self, trainer, model):
+        pass
 
     def before_train(self, trainer):
         pass
@@ -27,6 +32,9 @@ class TrainerPart:
         pass
 
     def epoch_trained(self, trainer):
+        pass
+
+    def evaluated(self, trainer, ap50_95, ap50):
         pass
 
     def after_epoch(self, trainer, evaluated):

@@ -4,7 +4,7 @@ evaluation and checkpoints), with exact resume, atomic checkpoints, a finite-los
 Hooks keep the official names (before_train, before_epoch, before_iter, train_one_iter, after_iter, after_epoch,
 after_train, resume_train, evaluate_and_save_model, save_ckpt) so that users' Trainer subclasses keep working. What is
 not the loop itself is a part in `self.parts` (yolox.core.parts.TrainerPart): the stop request, the time budget, the
-metric writers, the profile. A new concern is a part appended there.
+metric writers, early stopping, frozen layers, results.csv, the profile. A new concern is a part appended there.
 """
 import functools
 import os
@@ -21,9 +21,14 @@ from yolox.utils import (MeterBuffer, ModelEMA, adjust_status, all_reduce_norm, 
 from yolox.utils.heap import keep_image_buffers_in_heap
 
 from .checkpointer import Checkpointer, make_output_dir
+from .data_report import DataReportPart
 from .data_stream import DataStream, batch_per_rank, check_train_loader
+from .early_stopping import EarlyStopping, RunExtension
+from .eval_report import EvalReportPart
+from .freeze import FrozenLayers
 from .metric_writers import CURVE_FILE, METRICS_FILE, MetricRecord, MetricWriters
 from .parts import call_each
+from .results_table import ResultsTable
 from .stage_profile import PROFILE_WARMUP_ITERS, NullClock, ProfileDone, StageProfile
 from .step import (LOSS_KEYS, NonFiniteLossError, TrainStep, grad_scaler, is_finite, mixed_precision,
                    rank_local_buffers)
@@ -72,7 +77,9 @@ class Trainer:
                                        clock=clock or time.time)
         self.metric_writers = MetricWriters()
         self.data_stream = DataStream()
-        self.parts = [self.stop_request, self.run_time, self.data_stream, self.metric_writers]
+        self.parts = [self.stop_request, self.run_time, self.data_stream, self.metric_writers, DataReportPart(),
+                      RunExtension(), FrozenLayers(getattr(exp, "freeze", None)),
+                      EarlyStopping(getattr(exp, "patience", None)), EvalReportPart(), ResultsTable()]
         profile_iters = int(getattr(args, "profile", 0) or 0)
         if profile_iters > 0:
             self.parts.append(StageProfile(profile_iters))
@@ -165,8 +172,10 @@ class Trainer:
         model = self.exp.get_model()
         if callable(getattr(self.exp, "apply_memory_format", None)):
             model = self.exp.apply_memory_format(model)  # also for an Exp whose own get_model does not
-        logger.info("Model Summary: {}".format(get_model_info(model, self.exp.test_size)))
+        h, w = self.exp.test_size
+        logger.info("Model Summary: {}, input size {}x{}".format(get_model_info(model, (h, w)), h, w))
         model.to(self.device)
+        self._notify("model_built", model)  # e.g. frozen layers, which the optimiser then leaves out
 
         self.optimizer = self.exp.get_optimizer(self.args.batch_size)
         ckpt = self.resume_train(model)
@@ -209,7 +218,7 @@ class Trainer:
         if ckpt is not None and "rng" in ckpt:
             set_rng_states(ckpt["rng"])  # last: nothing after it draws from the generators before the first batch
         logger.info("Training start...")
-        logger.info("\n{}".format(unwrap_model(model)))
+        logger.debug("\n{}".format(unwrap_model(model)))  # the one-line Model Summary above is at info
 
     def _make_lr_scheduler(self):
         return self.exp.get_lr_scheduler(self.exp.basic_lr_per_img * self.args.batch_size, self.max_iter)
@@ -334,6 +343,7 @@ class Trainer:
         update_best_ckpt = ap50_95 > self.best_ap
         self.best_ap = max(self.best_ap, ap50_95)
         self.curr_ap = ap50_95
+        self._notify("evaluated", ap50_95, ap50)  # before the checkpoints, which carry what parts count
 
         if self.rank == 0:
             context = {"summary": summary, "max_epoch": self.max_epoch, "best_ap": self.best_ap,

@@ -109,6 +109,9 @@ class Exp(BaseExp):
         # (this project) before the first iteration, log the data's summary and problems and write labels.png and
         # pictures of the first batches into <run>/data_check/ (what tools/check_data.py does); False: skip it
         self.check_data = True
+        # (this project) at the end of a finished run, write the run report of its last evaluation (per-class P, R
+        # and AP, PR/F1 curves, confusion matrix, val predictions: docs/report.md) into the run folder
+        self.run_report = True
 
         # --------------- transform config ----------------- #
         # prob of applying mosaic aug
@@ -138,6 +141,10 @@ class Exp(BaseExp):
         # wall-clock budget of the run in minutes (this project; None: max_epoch decides, as officially): from the
         # end of the warm-up the trainer lowers max_epoch to what fits, evaluations and the no-aug epochs included
         self.max_train_minutes = None
+        # (this project) stop when AP50:95 has not improved for this many evaluations; None: every epoch, as officially
+        self.patience = None
+        # (this project) layers kept as they are: "backbone", "backbone+neck" or a list of module-name prefixes
+        self.freeze = None
         # minimum learning rate during warmup
         self.warmup_lr = 0
         self.min_lr_ratio = 0.05
@@ -391,7 +398,8 @@ class Exp(BaseExp):
         return inputs, targets
 
     def get_optimizer(self, batch_size):
-        """SGD with nesterov: BN weights without decay, other weights with weight_decay, biases without decay."""
+        """SGD with nesterov: BN weights without decay, other weights with weight_decay, biases without decay;
+        parameters with requires_grad False (Exp.freeze) are left out."""
         if "optimizer" not in self.__dict__:
             if self.warmup_epochs > 0:
                 lr = self.warmup_lr
@@ -401,10 +409,10 @@ class Exp(BaseExp):
             model = self.model if getattr(self, "model", None) is not None else self.get_model()
             pg0, pg1, pg2 = [], [], []  # BN weights, other weights, biases
             for name, module in model.named_modules():
-                if hasattr(module, "bias") and isinstance(module.bias, nn.Parameter):
+                if hasattr(module, "bias") and isinstance(module.bias, nn.Parameter) and module.bias.requires_grad:
                     pg2.append(module.bias)
                 weight = getattr(module, "weight", None)
-                if not isinstance(weight, nn.Parameter):
+                if not isinstance(weight, nn.Parameter) or not weight.requires_grad:
                     continue
                 # the official test is by type or by the name "bn" (BaseConv names its norm layer bn)
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) or "bn" in name:

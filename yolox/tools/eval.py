@@ -3,7 +3,9 @@ COCO (or VOC) AP of a checkpoint on the Exp's validation set, or --speed: the of
 fusion, and the evaluation in one process or several.
 
 -c takes a PyTorch checkpoint, an ONNX file (run by ONNX Runtime) or an OpenVINO IR .xml (run by OpenVINO); see
-make_parser for what --fuse, --fp16 and -d do with an exported model.
+make_parser for what --fuse, --fp16 and -d do with an exported model. Without -f / -n, a checkpoint written by
+tools/train.py is enough: its model and its data come from the settings it carries, which `key value` options
+override (e.g. `data_dir /data/forest` or `data_yaml data.yaml`).
 
 The flags: --help. This module is the one implementation; tools/eval.py only launches it.
 """
@@ -17,6 +19,8 @@ from loguru import logger
 
 import yolox.utils as yutils
 from yolox.apps.predictor import load_backend
+from yolox.apps.weights_exp import exp_for_weights
+from yolox.core.eval_report import enable_report, save_eval_report
 from yolox.deploy import BACKENDS, backend_for_file
 from yolox.exp import load_exp_weights
 from yolox.tools.cli import apply_test_overrides, run_cli
@@ -39,7 +43,8 @@ def make_parser():
     parser.add_argument("--machine_rank", default=0, type=int, help="node rank for multi-node evaluation")
     parser.add_argument("-f", "--exp_file", default=None, type=str, help="please input your experiment description file")
     parser.add_argument("-c", "--ckpt", default=None, type=str,
-                        help="weights: a .pth checkpoint, an .onnx file or an OpenVINO .xml")
+                        help="weights: a .pth checkpoint, an .onnx file or an OpenVINO .xml (a checkpoint of "
+                             "tools/train.py needs no -f / -n: it holds its Exp's settings, data included)")
     parser.add_argument("--backend", default=None, choices=list(BACKENDS),
                         help="runtime for -c (default: by its suffix: .onnx onnxruntime, .xml openvino, else torch). "
                              "An exported model runs in one CPU process (-d 1), in float32 (no --fp16); --fuse is a "
@@ -56,6 +61,10 @@ def make_parser():
     parser.add_argument("--test", dest="test", default=False, action="store_true", help="Evaluating on test-dev set.")
     parser.add_argument("--speed", dest="speed", default=False, action="store_true",
                         help="speed test only: average forward and NMS time per image, no AP")
+    parser.add_argument("--report", nargs="?", const="", default=None, metavar="DIR",
+                        help="also write the run report from the same detections: per-class P, R, AP table, "
+                             "PR/F1/P/R curves, confusion matrices (+ csv) and val_batch pictures, into DIR "
+                             "(default: the run folder <output_dir>/<experiment name>/)")
     parser.add_argument("opts", help="Modify config options using the command-line", default=None,
                         nargs=argparse.REMAINDER)
     return parser
@@ -137,6 +146,7 @@ def eval_main(exp, args, num_gpu):
     evaluator.per_class_AR = True
     if args.test and hasattr(evaluator, "testdev_file"):
         evaluator.testdev_file = os.path.join(file_name, "yolox_testdev_2017.json")
+    _enable_report(evaluator, args)
 
     if args.fuse:
         logger.info("\tFusing model...")
@@ -155,6 +165,7 @@ def eval_main(exp, args, num_gpu):
     result = evaluator.evaluate(model, is_distributed, half, None, None, exp.test_size)
     if rank == 0:
         logger.info("\n" + result[2])
+        _write_report(evaluator, args, file_name)
     return result
 
 
@@ -167,21 +178,60 @@ def _eval_exported(exp, args):
     evaluator.per_class_AR = True
     if args.test and hasattr(evaluator, "testdev_file"):
         evaluator.testdev_file = os.path.join(exp.output_dir, args.experiment_name, "yolox_testdev_2017.json")
+    _enable_report(evaluator, args)
     if args.speed:
         line = evaluator.speed_test(backend, False, False)
         logger.info(line)
         return line
     result = evaluator.evaluate(backend, False, False, None, None, exp.test_size)
     logger.info("\n" + result[2])
+    _write_report(evaluator, args, os.path.join(exp.output_dir, args.experiment_name))
     return result
 
 
-def run_eval_cli(argv=None):
-    """Parse argv, build the Exp, and evaluate in one process or launch several."""
-    from yolox.exp import get_exp
+def _enable_report(evaluator, args):
+    """--report: the evaluator keeps its report; refused for an evaluator without one, ignored with --speed / --test."""
+    if args.report is None:
+        return
+    if args.speed or args.test:
+        flag = "--speed" if args.speed else "--test"
+        logger.warning(f"--report needs an evaluation against ground truth; ignored with {flag}")
+        return
+    if not enable_report(evaluator):
+        raise ValueError(f"--report needs a COCO-style evaluator; the Exp's get_evaluator gives "
+                         f"{type(evaluator).__name__}: evaluate without --report")
 
+
+def _write_report(evaluator, args, run_folder):
+    """Rank 0, after the evaluation: the report's files into --report DIR (default the run folder)."""
+    report = getattr(evaluator, "last_report", None)
+    if args.report is None or report is None:
+        return
+    save_eval_report(report, evaluator.dataloader.dataset, args.report or run_folder)
+
+
+def _report_took_an_option(args, exp):
+    """`--report data_dir /x`: argparse gave --report the first word of the `key value` options; put it back."""
+    if args.report and len(args.opts or []) % 2 == 1 and hasattr(exp, args.report):
+        args.opts = [args.report] + list(args.opts)
+        args.report = ""
+
+
+def _exp_for_eval(args):
+    """The Exp of -f / -n; else the one a checkpoint of tools/train.py describes (an export holds no data settings)."""
+    if args.exp_file is None and args.name is None and args.ckpt is not None:
+        if backend_for_file(args.ckpt, args.backend) != "torch":
+            raise ValueError(f"{args.ckpt} does not say which data to evaluate on: pass its Exp with -f or -n, or "
+                             "evaluate the .pth checkpoint it was exported from")
+    return exp_for_weights(args.exp_file, args.name, args.ckpt, args.backend)
+
+
+def run_eval_cli(argv=None):
+    """Parse argv, build the Exp (from -f / -n, or from the checkpoint -c alone), and evaluate in one process or
+    launch several."""
     args = make_parser().parse_args(argv)
-    exp = get_exp(args.exp_file, args.name)
+    exp = _exp_for_eval(args)
+    _report_took_an_option(args, exp)
     exp.merge(args.opts)
     if not args.experiment_name:
         args.experiment_name = exp.exp_name
