@@ -26,6 +26,8 @@ __all__ = [
     "CORRUPT_IMAGE_POLICIES",
     "decode_reduction_limit",
     "jpeg_is_truncated",
+    "jpeg_tail_is_truncated",
+    "JPEG_SUFFIXES",
 ]
 
 CORRUPT_IMAGE_POLICIES = ("raise", "skip")
@@ -128,14 +130,14 @@ def cache_read_img(use_cache=True):
 
 
 _REDUCED_READ_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-_JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
 def decode_reduction_limit(img_file, hw):
     """Largest r in (1, 2, 4, 8) at which `img_file` of size hw (h, w) can be decoded reduced by `read_image_file`:
     a JPEG (libjpeg scales it while decoding, much cheaper than decoding it whole) whose sides r divides, so that
     reduced pixel i covers source pixels [r * i, r * i + r) exactly."""
-    if not str(img_file).lower().endswith(_JPEG_SUFFIXES):
+    if not str(img_file).lower().endswith(JPEG_SUFFIXES):
         return 1
     h, w = int(hw[0]), int(hw[1])
     for r in (8, 4, 2):
@@ -144,7 +146,6 @@ def decode_reduction_limit(img_file, hw):
     return 1
 
 
-_JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 _warned_truncated = set()
 
 
@@ -152,19 +153,22 @@ def jpeg_is_truncated(img_file):
     """Whether a JPEG file lacks its end-of-image marker (FF D9), as a file cut short in a copy or download does.
     OpenCV decodes such a file without an error (grey below the cut; libjpeg only writes "Premature end of JPEG
     file" to stderr). Files that are not JPEGs by their suffix are not checked."""
-    if not img_file.lower().endswith(_JPEG_SUFFIXES):
+    if not img_file.lower().endswith(JPEG_SUFFIXES):
         return False
     try:
         with open(img_file, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 16))
-            tail = f.read()
+            return jpeg_tail_is_truncated(f)
     except OSError:
         return False
+
+
+def jpeg_tail_is_truncated(f):
+    """jpeg_is_truncated of a JPEG open in binary mode (its position moves)."""
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - 16))
     # entropy-coded data stuffs every FF byte as FF 00, so FF D9 near the end can only be the marker; a few bytes
     # of padding after it are tolerated
-    return b"\xff\xd9" not in tail
+    return b"\xff\xd9" not in f.read()
 
 
 def _warn_if_truncated(img_file, where):

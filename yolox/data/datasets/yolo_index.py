@@ -11,7 +11,7 @@ import numpy as np
 from loguru import logger
 
 from ..data_yaml import IMAGE_SUFFIXES
-from .datasets_wrapper import jpeg_is_truncated
+from .datasets_wrapper import JPEG_SUFFIXES, jpeg_tail_is_truncated
 
 __all__ = ["SplitIndex", "CACHE_SUFFIX", "label_path_of", "list_split_images", "load_split_index",
            "read_image_size", "parse_label_texts", "class_id_error"]
@@ -125,11 +125,12 @@ def file_fingerprint(image_paths, label_paths):
     return out
 
 
-def _pil_header(path):
-    """(height, width, EXIF orientation) of an image from its header, by PIL, without decoding it."""
+def _pil_header(fp):
+    """(height, width, EXIF orientation) of an image (a path or a binary file) from its header, by PIL, without
+    decoding it."""
     from PIL import ExifTags, Image
 
-    with Image.open(path) as im:
+    with Image.open(fp) as im:
         w, h = im.size
         # getexif() is cheap only when the header carried EXIF; it would decode a PNG without it to look further
         has_exif = "exif" in im.info or im.format == "TIFF"
@@ -139,10 +140,22 @@ def _pil_header(path):
 def read_image_size(path):
     """(height, width) of an image from its header, with the EXIF orientation applied as cv2.imread applies it:
     orientations 5-8 turn the image by 90 degrees."""
-    h, w, orientation = _pil_header(path)
+    with open(path, "rb") as f:
+        return _oriented_size(f)
+
+
+def _oriented_size(f):
+    h, w, orientation = _pil_header(f)
     if w <= 0 or h <= 0:
         raise ValueError(f"its header says {w}x{h}")
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _image_header(path):
+    """((height, width) as read_image_size gives it, whether it is a truncated JPEG), the file opened once."""
+    with open(path, "rb") as f:
+        hw = _oriented_size(f)
+        return hw, path.lower().endswith(JPEG_SUFFIXES) and jpeg_tail_is_truncated(f)
 
 
 def _read_chunk(image_paths, label_paths):
@@ -150,9 +163,9 @@ def _read_chunk(image_paths, label_paths):
     rows = []
     for img, lbl in zip(image_paths, label_paths):
         try:
-            hw, error = read_image_size(img), ""
+            (hw, truncated), error = _image_header(img), ""
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError or its DecompressionBombError
-            hw, error = (0, 0), f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+            (hw, truncated), error = ((0, 0), False), f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
         try:
             with open(lbl, "rb") as f:
                 text = f.read()
@@ -161,7 +174,7 @@ def _read_chunk(image_paths, label_paths):
         except OSError as e:
             raise ValueError(f"cannot read label file {lbl} ({e.strerror or e}); make it readable or remove it") \
                 from None
-        rows.append((hw, error, not error and jpeg_is_truncated(img), text))
+        rows.append((hw, error, truncated, text))
     return rows
 
 
