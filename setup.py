@@ -35,7 +35,9 @@ setup(
                  # setuptools from 70.1 on (a Python 3.11 venv comes with 65.5, which cannot)
                  "setuptools>=70.1"],
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        "deploy": ["onnxruntime>=1.16", "openvino>=2024.0"],  # yolox.deploy: run exported models on the CPU
+        # yolox.deploy: run exported models on the CPU; nncf: export_openvino --int8 (2.9 is the release that goes
+        # with OpenVINO 2024.0; the quantize API used here, ignored scopes by name included, dates from 2.5)
+        "deploy": ["onnxruntime>=1.16", "openvino>=2024.0", "nncf>=2.9"],
         "tensorboard": ["tensorboard>=2.12"],
         "plot": ["matplotlib>=3.5"],  # the training curve PNG at the end of training
         "wandb": ["wandb>=0.15"],  # -l wandb

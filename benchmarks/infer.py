@@ -30,7 +30,7 @@ from loguru import logger
 from benchmarks.fitted_weights import detector_like, forest_images
 from yolox.apps.export import export_onnx, prepare_for_export
 from yolox.deploy import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, export_openvino
-from yolox.utils import fuse_model, postprocess
+from yolox.utils import fuse_model
 from benchmarks.official_release import check_official_package, official_release_env
 
 __all__ = ["InferBenchConfig", "run_infer_benchmark", "format_infer_table", "compare_detections", "DEFAULT_MODELS",
@@ -115,7 +115,8 @@ def time_backends(backends, images, num_classes, conf, nms, repeats, warmup):
                 start = time.perf_counter()
                 outputs = backend(images)
                 mid = time.perf_counter()
-                dets = postprocess(outputs, num_classes, conf, nms, class_agnostic=True)
+                # (an export with NMS in its graph returns its detections: its postprocess only unpacks them)
+                dets = backend.postprocess(outputs, num_classes, conf, nms, class_agnostic=True)
                 end = time.perf_counter()
                 if i >= warmup:
                     forward.append(1000 * (mid - start))
@@ -129,7 +130,7 @@ def time_backends(backends, images, num_classes, conf, nms, repeats, warmup):
 _OFFICIAL_SCRIPT = r"""
 import copy, json, sys, time
 import torch
-exp_name, weights, images_file, out_file, batches, repeats, warmup, conf, nms, threads = sys.argv[1:11]
+exp_name, weights, images_file, out_file, batches, repeats, warmup, conf, nms, threads, num_classes = sys.argv[1:12]
 batches = [int(b) for b in batches.split(",")]
 repeats, warmup, threads, conf, nms = int(repeats), int(warmup), int(threads), float(conf), float(nms)
 if threads > 0:
@@ -139,6 +140,8 @@ from yolox.exp import get_exp
 from yolox.utils import fuse_model, postprocess
 images = torch.load(images_file)
 exp = get_exp(None, exp_name)
+if int(num_classes) > 0:
+    exp.num_classes = int(num_classes)
 model = exp.get_model()
 model.load_state_dict(torch.load(weights, map_location="cpu"), strict=True)
 model.eval()
@@ -166,8 +169,10 @@ with open(out_file, "w") as f:
 """
 
 
-def time_official(official, exp_name, model, images, batches, config):
+def time_official(official, exp_name, model, images, batches, config, num_classes=0):
     """(rows like ours for "official" and "official-fused", {batch: detections}) from the official release.
+
+    num_classes > 0: the official factory's model with that many classes (a model trained on one's own data).
 
     official: its source folder, optionally followed (os.pathsep-separated) by folders of its dependencies (thop).
     """
@@ -177,7 +182,7 @@ def time_official(official, exp_name, model, images, batches, config):
         torch.save(model.state_dict(), weights)
         torch.save(images, images_file)
         argv = [exp_name, weights, images_file, out_file, ",".join(map(str, batches)), str(config.repeats),
-                str(config.warmup), str(config.conf), str(config.nms), str(config.threads)]
+                str(config.warmup), str(config.conf), str(config.nms), str(config.threads), str(num_classes)]
         proc = subprocess.run([sys.executable, "-c", _OFFICIAL_SCRIPT, *argv], cwd=tmp, env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0:

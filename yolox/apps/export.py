@@ -7,7 +7,7 @@ import warnings
 import torch
 from loguru import logger
 
-from yolox.deploy import export_metadata
+from yolox.deploy import NMS_MIN_OPSET, NMS_OUTPUTS, NMSDetector, NMSSettings, export_metadata
 from yolox.exp import load_exp_weights
 
 __all__ = ["prepare_for_export", "exp_model_for_export", "export_onnx", "simplify_onnx", "set_onnx_metadata",
@@ -36,21 +36,29 @@ def exp_model_for_export(exp, ckpt_file, decode_in_inference=False):
 
 
 def export_onnx(model, output_name, input_shape, opset=11, dynamic=False, simplify=True, input_node="images",
-                output_node="output", class_names=None):
+                output_node="output", class_names=None, nms=None):
     """Write `model` (prepared) to the ONNX file `output_name` for inputs of `input_shape` (B, 3, H, W).
 
     Nodes are named input_node and output_node; dynamic=True makes the batch dimension of both free (height and
     width stay those of input_shape). The file is checked with onnx.checker, simplified with onnxsim (or else
     onnxslim) when one is installed and simplify is True, and given the yolox_* metadata (yolox.deploy.metadata)
     that tells the deployment backends whether its outputs are decoded, and its class_names when given.
+
+    nms: an NMSSettings (conf, nmsthre, max_det; max_det None = the anchor count, so nothing is ever cut) to put
+    the decoding, score threshold and per-class NMS in the graph (yolox.deploy.onnx_nms); its outputs are then
+    NMS_OUTPUTS (num_dets, boxes, scores, classes) instead of output_node, and the model must decode its boxes.
     """
     import onnx
 
     dummy_input = torch.randn(*input_shape)
+    output_names = [output_node]
+    if nms is not None:
+        model, nms = _with_nms(model, dummy_input, nms, opset)
+        output_names = list(NMS_OUTPUTS)
     kwargs = dict(
         input_names=[input_node],
-        output_names=[output_node],
-        dynamic_axes={input_node: {0: "batch"}, output_node: {0: "batch"}} if dynamic else None,
+        output_names=output_names,
+        dynamic_axes={name: {0: "batch"} for name in [input_node, *output_names]} if dynamic else None,
         opset_version=opset,
     )
     # torch >= 2.9 defaults to the torch.export-based exporter, which needs onnxscript; the TorchScript-based one
@@ -67,9 +75,26 @@ def export_onnx(model, output_name, input_shape, opset=11, dynamic=False, simpli
     logger.info(f"generated onnx model named {output_name}")
     if simplify:
         onnx_model = simplify_onnx(onnx_model, output_name)
-    set_onnx_metadata(onnx_model, export_metadata(model, class_names))
+    set_onnx_metadata(onnx_model, export_metadata(model, class_names, nms))
     onnx.save(onnx_model, output_name)
     return output_name
+
+
+def _with_nms(model, dummy_input, nms, opset):
+    """(NMSDetector around model, the NMSSettings with max_det resolved) for an export with NMS in its graph."""
+    if opset < NMS_MIN_OPSET:
+        raise ValueError(f"--opset {opset} is too old for --nms: NonMaxSuppression and ScatterElements need opset "
+                         f">= {NMS_MIN_OPSET}; pass -o {NMS_MIN_OPSET} or higher")
+    if not model.head.decode_in_inference:
+        raise ValueError("NMS in the graph needs decoded boxes: prepare the model with decode_in_inference=True")
+    max_det = nms.max_det
+    if max_det is None:  # every anchor: the most postprocess can ever keep, so that nothing is cut
+        with torch.no_grad():
+            max_det = int(model(dummy_input).shape[1])
+    nms = NMSSettings(float(nms.conf), float(nms.nmsthre), int(max_det))
+    logger.info(f"NMS in the graph: score >= {nms.conf}, per-class IoU > {nms.nmsthre} suppressed, at most "
+                f"{nms.max_det} detections per image")
+    return NMSDetector(model, nms.conf, nms.nmsthre, nms.max_det).eval(), nms
 
 
 def simplify_onnx(onnx_model, output_name):

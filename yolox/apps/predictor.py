@@ -10,7 +10,7 @@ from loguru import logger
 from yolox.data import ValTransform
 from yolox.deploy import InferenceBackend, OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, backend_for_file
 from yolox.exp import load_exp_weights
-from yolox.utils import fuse_model, postprocess, vis
+from yolox.utils import fuse_model, vis
 
 __all__ = ["Predictor", "resolve_device", "load_backend"]
 
@@ -87,6 +87,8 @@ class Predictor:
             self.backend = TorchBackend(self.model)
         self.cls_names = list(cls_names) if cls_names is not None else [str(i) for i in range(exp.num_classes)]
         self.decoder = decoder
+        if decoder is not None and self.backend.nms is not None:
+            raise ValueError(f"{self.backend.source} has NMS in its graph and returns detections: drop the decoder")
         if decoder is not None:  # the official hook: the model returns raw outputs and `decoder` decodes them
             self.backend.decoded = True
         self.num_classes = exp.num_classes
@@ -114,10 +116,13 @@ class Predictor:
         chw, _ = self.preproc(img, None, self.test_size)  # (3, H, W) float, letterboxed
         batch = np.ascontiguousarray(chw, dtype=np.float32)[None]  # (1, 3, H, W)
         with torch.no_grad():
-            outputs = self.backend(batch)  # (1, A, 5 + K) decoded
+            outputs = self.backend(batch)  # (1, A, 5 + K) decoded (an NMS export: its detections already)
             if self.decoder is not None:
                 outputs = self.decoder(outputs, dtype=outputs.type())
-            outputs = postprocess(outputs.float(), self.num_classes, self.confthre, self.nmsthre, class_agnostic=True)
+            if torch.is_tensor(outputs):
+                outputs = outputs.float()
+            outputs = self.backend.postprocess(outputs, self.num_classes, self.confthre, self.nmsthre,
+                                               class_agnostic=True)
         return outputs, img_info
 
     def detections(self, output, img_info):

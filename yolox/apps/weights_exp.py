@@ -26,7 +26,8 @@ def _read_checkpoint(path):
 
 
 def exp_from_export(path, backend=None):
-    """A plain Exp with an exported file's input size, class count and class names (enough for the demo)."""
+    """A plain Exp with an exported file's input size, class count and class names (enough for the demo), and the
+    thresholds of an export with NMS in its graph."""
     runtime = open_backend(path, backend)
     if runtime.num_classes is None:
         raise ValueError(f"{path} does not say how many classes it predicts (exported elsewhere?): {NO_EXP}")
@@ -35,6 +36,9 @@ def exp_from_export(path, backend=None):
     exp.num_classes = runtime.num_classes
     exp.test_size = runtime.input_size
     exp.class_names = runtime.class_names
+    nms = runtime.nms  # an export with NMS in its graph: its thresholds are the ones that hold
+    if nms is not None and nms.conf is not None:
+        exp.test_conf, exp.nmsthre = nms.conf, nms.nmsthre
     return exp
 
 

@@ -1,5 +1,6 @@
 """The backend interface: one object that runs a detector on a batch of letterboxed images and returns decoded
-(B, A, 5 + K) outputs, whichever runtime executes it; and the choice of the runtime from a weights file."""
+(B, A, 5 + K) outputs (or, for an export with NMS in its graph, its detections), whichever runtime executes it; and
+the choice of the runtime from a weights file."""
 import importlib
 import os
 
@@ -7,9 +8,10 @@ import numpy as np
 import torch
 from loguru import logger
 
-from yolox.utils import demo_postprocess
+from yolox.utils import demo_postprocess, postprocess
 
 from .metadata import DECODED_KEY, outputs_look_decoded
+from .onnx_nms import nms_detections
 
 __all__ = ["BACKENDS", "InferenceBackend", "backend_for_file", "import_runtime"]
 
@@ -55,12 +57,18 @@ class InferenceBackend:
     batch-1 export, the last run padded). decoded: whether the runtime's outputs are decoded already (None: not
     known from the file, decided on the first outputs); raw outputs are decoded with yolox.utils.demo_postprocess.
     class_names: the names an exported file carries (None when it has none).
+
+    nms: the NMSSettings of an export with NMS in its graph (tools/export_onnx.py --nms), else None. Such a backend
+    returns postprocess's list instead (per image None or (n, 7): x1, y1, x2, y2, score, 1.0, class), and its
+    postprocess() keeps the file's thresholds: see there.
     """
 
     name = "backend"
+    nms = None  # class defaults: a subclass that does not call __init__ still post-processes as before
+    _warned = frozenset()
 
     def __init__(self, source, input_size=None, batch_size=None, decoded=True, strides=None, num_classes=None,
-                 class_names=None):
+                 class_names=None, nms=None):
         self.source = str(source)
         self.class_names = None if class_names is None else list(class_names)  # from the file's metadata
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
@@ -68,6 +76,8 @@ class InferenceBackend:
         self.decoded = decoded
         self.p6 = bool(strides) and len(strides) == 4
         self.num_classes = num_classes
+        self.nms = nms
+        self._warned = frozenset()  # the threshold warnings already given (each once per backend)
 
     # -- what a runtime implements ---------------------------------------------------------------------------
     def to_input(self, images):
@@ -77,7 +87,8 @@ class InferenceBackend:
         return np.ascontiguousarray(images, dtype=np.float32)
 
     def run(self, images):
-        """Raw runtime outputs (b, A, 5 + K) for one run of images as to_input made them (b = batch_size if set)."""
+        """Raw runtime outputs (b, A, 5 + K) for one run of images as to_input made them (b = batch_size if set); for
+        an NMS export the tuple of its four outputs (num_dets, boxes, scores, classes)."""
         raise NotImplementedError(f"{type(self).__name__} must implement run()")
 
     # -- shared -----------------------------------------------------------------------------------------------
@@ -85,6 +96,8 @@ class InferenceBackend:
         images = self.to_input(images)
         self._check_images(images)
         n = images.shape[0]
+        if self.nms is not None:
+            return self._detections(images)
         if self.batch_size is None or n == self.batch_size:
             outputs = _as_tensor(self.run(images))
         else:
@@ -98,6 +111,46 @@ class InferenceBackend:
         if not self.decoded:
             outputs = demo_postprocess(outputs, images.shape[-2:], self.p6)  # in place on our own tensor
         return outputs
+
+    def _detections(self, images):
+        """postprocess's list for images, from the four outputs of an NMS export (runs of batch_size joined)."""
+        if self.batch_size is None or images.shape[0] == self.batch_size:
+            return nms_detections(*self.run(images))
+        runs = [(self.run(chunk), count) for chunk, count in self._runs(images)]
+        return nms_detections(*(np.concatenate([out[i][:count] for out, count in runs]) for i in range(4)))
+
+    def postprocess(self, outputs, num_classes, conf, nmsthre, class_agnostic=False):
+        """yolox.utils.postprocess of this backend's outputs: per image None or (n, 7) x1, y1, x2, y2, obj, cls_conf,
+        cls, by decreasing score.
+
+        An NMS export has done it already, with its own thresholds: a higher `conf` is applied here (exact: a box
+        above it is suppressed only by boxes above it), while a lower conf, another nmsthre or class_agnostic NMS
+        cannot be redone on its outputs, and a warning says once that the file's settings apply.
+        """
+        if self.nms is None:
+            return postprocess(outputs, num_classes, conf, nmsthre, class_agnostic)
+        self._warn_settings(conf, nmsthre, class_agnostic)
+        baked = self.nms.conf
+        if baked is None or conf <= baked:
+            return outputs
+        kept = [None if d is None else d[d[:, 4] * d[:, 5] >= conf] for d in outputs]
+        return [d if d is not None and d.shape[0] else None for d in kept]
+
+    def _warn_settings(self, conf, nmsthre, class_agnostic):
+        """Warn once for each setting asked of an NMS export that its graph cannot honour."""
+        baked, fix = self.nms, "export it again with --conf / --nms-thre, or without --nms, for other thresholds"
+        asked = []
+        if baked.conf is not None and conf < baked.conf:
+            asked.append(("conf", f"score threshold {conf} is below the {baked.conf} its NMS was exported with "
+                                  "(the boxes between are not in its outputs)"))
+        if baked.nmsthre is not None and abs(nmsthre - baked.nmsthre) > 1e-9:
+            asked.append(("nms", f"NMS threshold {nmsthre} differs from the {baked.nmsthre} it was exported with"))
+        if class_agnostic and (self.num_classes or 0) > 1:
+            asked.append(("agnostic", "class-agnostic NMS was asked but its graph runs NMS per class"))
+        for key, text in asked:
+            if key not in self._warned:
+                self._warned = self._warned | {key}
+                logger.warning(f"{self.source} has NMS in its graph: the {text}; the file's settings apply ({fix})")
 
     def _check_images(self, images):
         if images.ndim != 4 or images.shape[1] != 3:
@@ -133,7 +186,9 @@ class InferenceBackend:
     def describe(self):
         size = "any size" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
         batch = "any batch" if self.batch_size is None else f"batch {self.batch_size}"
-        return f"{self.name} running {self.source} ({size}, {batch})"
+        nms = "" if self.nms is None else f", NMS in the graph: conf {self.nms.conf}, nms {self.nms.nmsthre}, " \
+                                          f"at most {self.nms.max_det} per image"
+        return f"{self.name} running {self.source} ({size}, {batch}{nms})"
 
 
 def _as_tensor(outputs):

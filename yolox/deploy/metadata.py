@@ -5,6 +5,11 @@ ONNX files exported by this package carry, in their metadata_props (OpenVINO kee
   yolox_strides      "8,16,32" (or "8,16,32,64"): the strides that decode raw outputs
   yolox_num_classes  the number of class columns after the objectness
   yolox_class_names  the class names in class-index order, a JSON list of strings (the demo labels boxes with them)
+An export with NMS in its graph (tools/export_onnx.py --nms; outputs num_dets, boxes, scores, classes) adds:
+  yolox_nms          "1"
+  yolox_test_conf    the score threshold baked in (candidates have objectness x class score >= it)
+  yolox_nmsthre      the IoU threshold of its per-class NMS
+  yolox_max_det      the most detections it returns per image (the width M of its outputs)
 Files without them (an official export, another tool) are checked on their first outputs: see outputs_look_decoded.
 """
 import json
@@ -13,19 +18,27 @@ import torch
 
 from yolox.utils import demo_postprocess
 
-__all__ = ["DECODED_KEY", "STRIDES_KEY", "NUM_CLASSES_KEY", "CLASS_NAMES_KEY", "METADATA_KEYS", "export_metadata",
-           "parse_metadata", "class_names_of", "classes_of", "outputs_look_decoded"]
+from .onnx_nms import NMS_OUTPUTS, NMSSettings
+
+__all__ = ["DECODED_KEY", "STRIDES_KEY", "NUM_CLASSES_KEY", "CLASS_NAMES_KEY", "NMS_KEY", "TEST_CONF_KEY",
+           "NMSTHRE_KEY", "MAX_DET_KEY", "METADATA_KEYS", "export_metadata", "parse_metadata", "parse_nms_metadata",
+           "class_names_of", "classes_of", "outputs_look_decoded"]
 
 DECODED_KEY = "yolox_decoded"
 STRIDES_KEY = "yolox_strides"
 NUM_CLASSES_KEY = "yolox_num_classes"
 CLASS_NAMES_KEY = "yolox_class_names"
-METADATA_KEYS = (DECODED_KEY, STRIDES_KEY, NUM_CLASSES_KEY, CLASS_NAMES_KEY)
+NMS_KEY = "yolox_nms"
+TEST_CONF_KEY = "yolox_test_conf"
+NMSTHRE_KEY = "yolox_nmsthre"
+MAX_DET_KEY = "yolox_max_det"
+METADATA_KEYS = (DECODED_KEY, STRIDES_KEY, NUM_CLASSES_KEY, CLASS_NAMES_KEY, NMS_KEY, TEST_CONF_KEY, NMSTHRE_KEY,
+                 MAX_DET_KEY)
 
 
-def export_metadata(model, class_names=None):
+def export_metadata(model, class_names=None, nms=None):
     """{key: text} describing the outputs of `model` (a YOLOX prepared for export) as it will be exported, and its
-    class names when given (one per class)."""
+    class names when given (one per class); nms: the NMSSettings of an export with NMS in its graph."""
     head = model.head
     values = {
         DECODED_KEY: "1" if head.decode_in_inference else "0",
@@ -37,6 +50,9 @@ def export_metadata(model, class_names=None):
             raise ValueError(f"{len(class_names)} class names for a model of {int(head.num_classes)} classes; "
                              "give one name per class")
         values[CLASS_NAMES_KEY] = json.dumps([str(n) for n in class_names])
+    if nms is not None:
+        values.update({NMS_KEY: "1", TEST_CONF_KEY: repr(float(nms.conf)), NMSTHRE_KEY: repr(float(nms.nmsthre)),
+                       MAX_DET_KEY: str(int(nms.max_det))})
     return values
 
 
@@ -75,6 +91,32 @@ def parse_metadata(values, source):
     except ValueError:
         raise ValueError(f"{source}: metadata {NUM_CLASSES_KEY}={num_classes!r}; expected an integer") from None
     return (None if decoded is None else decoded == "1"), strides, num_classes
+
+
+def parse_nms_metadata(values, source, output_names=()):
+    """The NMSSettings of a file whose graph ends in NMS, or None for a file of (B, A, 5 + K) outputs.
+
+    The metadata says it (yolox_nms "1"); a file without it whose outputs are named num_dets, boxes, scores, classes
+    is taken for one too, with unknown thresholds.
+    """
+    flag = values.get(NMS_KEY)
+    if flag not in (None, "0", "1"):
+        raise ValueError(f"{source}: metadata {NMS_KEY}={flag!r}; expected '1' (NMS in the graph) or '0'")
+    if flag is None:
+        return NMSSettings() if tuple(output_names) == NMS_OUTPUTS else None
+    if flag == "0":
+        return None
+    return NMSSettings(_number(values, TEST_CONF_KEY, float, source), _number(values, NMSTHRE_KEY, float, source),
+                       _number(values, MAX_DET_KEY, int, source))
+
+
+def _number(values, key, kind, source):
+    """values[key] as `kind` (None when absent); ValueError naming the key when it is not a number."""
+    text = values.get(key)
+    try:
+        return kind(text) if text else None
+    except ValueError:
+        raise ValueError(f"{source}: metadata {key}={text!r}; expected a number; re-export the model") from None
 
 
 def classes_of(metadata_classes, output_channels, source):

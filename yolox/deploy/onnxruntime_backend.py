@@ -2,7 +2,8 @@
 import os
 
 from .backend import InferenceBackend, import_runtime
-from .metadata import class_names_of, classes_of, parse_metadata
+from .metadata import class_names_of, classes_of, parse_metadata, parse_nms_metadata
+from .onnx_nms import NMS_OUTPUTS
 
 __all__ = ["OnnxRuntimeBackend", "static_dims"]
 
@@ -46,10 +47,14 @@ class OnnxRuntimeBackend(InferenceBackend):
         batch, h, w = static_dims(list(inp.shape), path, f"'{inp.name}'")
         metadata = self.session.get_modelmeta().custom_metadata_map
         decoded, strides, classes = parse_metadata(metadata, path)
-        channels = out.shape[-1] if out.shape else None  # an int, or a name / None when symbolic
+        nms = parse_nms_metadata(metadata, path, [o.name for o in self.session.get_outputs()])
+        channels = out.shape[-1] if out.shape and nms is None else None  # an int, or a name / None when symbolic
         classes = classes_of(classes, channels, path)
-        super().__init__(path, (h, w), batch, decoded, strides, classes, class_names_of(metadata, path, classes))
+        super().__init__(path, (h, w), batch, True if nms is not None else decoded, strides, classes,
+                         class_names_of(metadata, path, classes), nms)
         self.input_name, self.output_name = inp.name, out.name
 
     def run(self, images):
+        if self.nms is not None:  # num_dets, boxes, scores, classes
+            return tuple(self.session.run(list(NMS_OUTPUTS), {self.input_name: images}))
         return self.session.run([self.output_name], {self.input_name: images})[0]

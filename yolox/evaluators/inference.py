@@ -9,7 +9,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from yolox.deploy import InferenceBackend, TorchBackend
-from yolox.utils import gather, get_world_size, is_main_process, postprocess, time_synchronized
+from yolox.utils import gather, get_world_size, is_main_process, time_synchronized
 
 __all__ = ["model_device", "InferenceStats", "run_inference", "scale_to_original", "image_id"]
 
@@ -68,13 +68,18 @@ def run_inference(model, dataloader, num_classes, confthre, nmsthre, half=False,
     """Run `model` over `dataloader`; call on_batch(outputs, info_imgs, ids) on each batch.
 
     model: an nn.Module (run in eval mode on its device, in a half-precision copy with half on CUDA) or an
-    InferenceBackend (yolox.deploy: ONNX Runtime, OpenVINO, ...; `half` does not apply to it).
+    InferenceBackend (yolox.deploy: ONNX Runtime, OpenVINO, ...; `half` does not apply to it). An export with NMS in
+    its graph returns its detections itself (its "NMS time" is then only their filtering at a higher confthre; a
+    lower confthre or another nmsthre than the file's is warned about once: see InferenceBackend.postprocess).
     outputs is the post-processed list, one (n, 7) float32 CPU tensor (x1, y1, x2, y2, obj, cls_conf, cls) or None
     per image. Returns the per-process results of on_batch (a list) gathered to rank 0 (flattened, [] elsewhere)
     and the InferenceStats summed on rank 0. The last batch is not timed (it may be short), as in the official
     evaluator; a loader of one batch times that batch.
     """
     backend = model if isinstance(model, InferenceBackend) else _torch_backend(model, half)
+    if decoder is not None and backend.nms is not None:
+        raise ValueError(f"{backend.source} has NMS in its graph and returns detections: there is nothing to decode; "
+                         "evaluate it without a decoder")
     if decoder is not None:  # the official hook: raw outputs, decoded by `decoder`
         backend.decoded = True
     device = getattr(backend, "device", torch.device("cpu"))
@@ -88,11 +93,11 @@ def run_inference(model, dataloader, num_classes, confthre, nmsthre, half=False,
             timed = cur_iter < n_batches - 1 or n_batches == 1
             imgs = backend.to_input(imgs)
             start = time_synchronized()
-            outputs = backend(imgs)  # (B, A, 5 + K) decoded boxes
+            outputs = backend(imgs)  # (B, A, 5 + K) decoded boxes (an NMS export: its detections already)
             if decoder is not None:
                 outputs = decoder(outputs, dtype=outputs.type())
             infer_end = time_synchronized()
-            outputs = postprocess(outputs, num_classes, confthre, nmsthre)
+            outputs = backend.postprocess(outputs, num_classes, confthre, nmsthre)
             nms_end = time_synchronized()
             if timed:
                 stats.forward_s += infer_end - start
