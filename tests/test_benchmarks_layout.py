@@ -11,7 +11,7 @@ import pytest
 from benchmarks.arguments import model_sizes
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("bench_assign", "bench_data", "bench_train", "bench_infer")
+COMMANDS = ("bench_assign", "bench_data", "bench_train", "bench_infer", "bench_chaos", "bench_deploy")
 
 
 def _imported_modules(path):

@@ -1,7 +1,9 @@
 """The run's checkpoints: what a resume restores (the one place that writes and reads that state), the files written
 atomically by rank 0 (`<name>_ckpt.pth`, best_ckpt.pth), and the files read back to resume a run or to fine-tune
 from, with one clear message when a file does not fit the model."""
+import errno
 import os
+import shutil
 
 from loguru import logger
 
@@ -9,15 +11,17 @@ from yolox.exp import describe_run, mismatch_hint
 from yolox.utils import (
     CheckpointError,
     CheckpointMismatchError,
+    CheckpointSaveError,
     atomic_save,
     check_fits,
+    checkpoint_num_classes,
     get_rng_states,
     unwrap_model,
     load_checkpoint_file,
     state_dict_from_checkpoint,
 )
 
-__all__ = ["Checkpointer", "make_output_dir", "check_fits_or_explain"]
+__all__ = ["Checkpointer", "make_output_dir", "check_fits_or_explain", "save_failure_message"]
 
 
 class Checkpointer:
@@ -27,6 +31,8 @@ class Checkpointer:
     def __init__(self, trainer):
         self.trainer = trainer
         self._description = None
+        # a function wrapping the next save's open file (atomic_save's wrap), used once: yolox.core.faults sets it
+        self.write_fault = None
 
     def description(self):
         """What every checkpoint of the run carries beside the training state (yolox.exp.CHECKPOINT_KEYS): class
@@ -52,9 +58,17 @@ class Checkpointer:
         """Write `<name>_ckpt.pth` (and best_ckpt.pth with best), each whole or not at all (rank 0 calls it)."""
         path = self.path(name)
         logger.info("Save weights to {}".format(path))
-        atomic_save(state, path)
+        self._write(state, path)
         if best:
-            atomic_save(state, os.path.join(self.folder, "best_ckpt.pth"))
+            self._write(state, os.path.join(self.folder, "best_ckpt.pth"))
+
+    def _write(self, state, path):
+        """atomic_save; a failure (a full disk, an I/O error, no permission) is a CheckpointSaveError of one line."""
+        wrap, self.write_fault = self.write_fault, None
+        try:
+            atomic_save(state, path, wrap=wrap)
+        except OSError as e:
+            raise CheckpointSaveError(save_failure_message(path, e, self.path("latest"))) from e
 
     # ---------------------------------------------------------------------------------------- the training state
     @staticmethod
@@ -97,7 +111,14 @@ class Checkpointer:
         ckpt_file = self.resume_file(trainer.args.ckpt)
         ckpt = self.load_for_resume(model, ckpt_file)
         if "optimizer" in ckpt:
-            trainer.optimizer.load_state_dict(ckpt["optimizer"])
+            try:
+                trainer.optimizer.load_state_dict(ckpt["optimizer"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(
+                    f"checkpoint {ckpt_file!r}: its optimizer state does not fit this run's optimizer ({e}), e.g. "
+                    "written with other frozen layers or another optimizer; resume with the settings it was "
+                    f"written with, or fine-tune from its weights with -c {ckpt_file} (without --resume)"
+                ) from e
         if "scaler" in ckpt and trainer.scaler.is_enabled():
             trainer.scaler.load_state_dict(ckpt["scaler"])
         trainer.best_ap = float(ckpt.get("best_ap", 0.0))
@@ -153,8 +174,10 @@ class Checkpointer:
         whole checkpoint for the rest of the state."""
         logger.info(f"resume training from {ckpt_file}")
         ckpt = load_checkpoint_file(ckpt_file, map_location=self.device)
-        weights = ckpt.get("raw_model") or state_dict_from_checkpoint(ckpt, ckpt_file)
-        if "raw_model" not in ckpt:
+        weights = state_dict_from_checkpoint(ckpt, ckpt_file)  # a file that holds no weights stops here
+        if isinstance(ckpt.get("raw_model"), dict):
+            weights = ckpt["raw_model"]
+        else:
             logger.warning(f"{ckpt_file} holds only the EMA weights (an official or older checkpoint): training "
                            "continues from them, so the resumed run is close to, not equal to, the original")
         check_fits_or_explain(model, weights, ckpt_file)
@@ -193,11 +216,45 @@ def _class_names(exp):
 
 
 def check_fits_or_explain(model, state_dict, path):
-    """check_fits, naming the published model a checkpoint of another size holds."""
+    """check_fits, naming the published model a checkpoint of another size holds, or the class counts when only the
+    class predictions differ."""
     try:
         check_fits(model, state_dict, path)
     except CheckpointMismatchError as e:
+        if e.mismatched and not (e.missing or e.unexpected) and all(".cls_preds." in k for k in e.mismatched):
+            found = checkpoint_num_classes(state_dict)
+            have = checkpoint_num_classes(model.state_dict())
+            raise CheckpointError(
+                f"checkpoint {path!r} was trained for {found} classes but the Exp's model has {have} "
+                f"(num_classes); resume with the Exp it was trained with, add `num_classes {found}` to the command "
+                f"line, or fine-tune from it with -c {path} without --resume (its class layers are then left out)"
+            ) from None
         raise CheckpointError(f"{e}{mismatch_hint(state_dict)}") from None
+
+
+def save_failure_message(path, error, latest):
+    """One line: the file that could not be written, why, the free space of its filesystem, what is kept, the fix."""
+    folder = os.path.dirname(os.path.abspath(path))
+    code = errno.errorcode.get(error.errno, "") if error.errno is not None else ""
+    reason = f"{error.strerror or error}{f' ({code})' if code else ''}"
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free on that filesystem"
+    except OSError:
+        free = "the free space of that filesystem is unknown"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {folder} writable, or point output_dir elsewhere (e.g. `output_dir /other/disk/YOLOX_outputs`)"
+    else:
+        fix = ("free space there, or point output_dir at a disk with room (e.g. `output_dir /other/disk/YOLOX_outputs`"
+               " on the command line)")
+    if os.path.isfile(latest):
+        kept = f"{latest} is intact and --resume continues from it"
+    else:
+        kept = "no checkpoint of this run was written before"
+    return f"could not write the checkpoint {path}: {reason}; {free}. Training stopped; {kept}. Fix: {fix}"
+
+
+def _size(n_bytes):
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MB"
 
 
 def make_output_dir(path):

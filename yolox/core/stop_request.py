@@ -13,7 +13,13 @@ __all__ = ["StopRequest", "TrainingInterrupted"]
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C (or SIGTERM) stopped training between two iterations; `latest_ckpt.pth` holds the state to resume."""
+    """Ctrl-C (or SIGTERM) stopped training between two iterations; `latest_ckpt.pth` holds the state to resume.
+    exit_code: the signal's conventional status (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
 
 
 class StopRequest(TrainerPart):
@@ -28,12 +34,14 @@ class StopRequest(TrainerPart):
     def __init__(self):
         self.requested = False
         self.agreed = False
+        self.signum = signal.SIGINT  # the signal that asked (SIGTERM on a rank that did not get one: see agree)
         self._previous = {}
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
         logger.warning("stop requested: finishing this iteration and saving latest_ckpt.pth (again to stop now)")
 
     def __enter__(self):
@@ -53,9 +61,14 @@ class StopRequest(TrainerPart):
         Only the agreed value decides: a signal arriving after the all-reduce waits for the next step."""
         stop = self.requested
         if trainer.is_distributed:
-            flags = torch.tensor([float(not_finite), float(stop)], device=trainer.collective_device())
+            # the signal travels too (a SIGTERM on one rank makes every rank exit with 143)
+            wish = float(self.signum) if stop else 0.0
+            flags = torch.tensor([float(not_finite), wish], device=trainer.collective_device())
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            not_finite, stop = bool(flags[0].item()), bool(flags[1].item())
+            not_finite, signum = bool(flags[0].item()), int(flags[1].item())
+            stop = signum > 0
+            if stop and not self.requested:
+                self.signum = signal.Signals(signum)
         self.agreed = stop
         return not_finite
 
@@ -64,6 +77,7 @@ class StopRequest(TrainerPart):
             return
         trainer.save_ckpt(ckpt_name="latest", next_iteration=trainer.progress_in_iter)
         raise TrainingInterrupted(
-            f"training stopped before epoch {trainer.epoch + 1}, iter {trainer.iter + 1}; resume with --resume "
-            f"(the state is in {os.path.join(trainer.file_name, 'latest_ckpt.pth')})"
+            f"training stopped ({signal.Signals(self.signum).name}) before epoch {trainer.epoch + 1}, iter "
+            f"{trainer.iter + 1}; resume with --resume (the state is in "
+            f"{os.path.join(trainer.file_name, 'latest_ckpt.pth')})", self.signum
         )

@@ -25,15 +25,18 @@ from .data_report import DataReportPart
 from .data_stream import DataStream, batch_per_rank, check_train_loader
 from .early_stopping import EarlyStopping, RunExtension
 from .eval_report import EvalReportPart
+from .faults import FaultInjection
 from .freeze import FrozenLayers
 from .metric_writers import CURVE_FILE, METRICS_FILE, MetricRecord, MetricWriters
 from .parts import call_each
+from .rank_state import RankLocalState
 from .results_table import ResultsTable
 from .stage_profile import PROFILE_WARMUP_ITERS, NullClock, ProfileDone, StageProfile
 from .step import (LOSS_KEYS, NonFiniteLossError, TrainStep, grad_scaler, is_finite, mixed_precision,
                    rank_local_buffers)
 from .stop_request import StopRequest, TrainingInterrupted
 from .time_budget import TimeBudgetPart
+from .watchdog import Watchdog
 
 __all__ = ["Trainer", "TrainingInterrupted", "NonFiniteLossError", "PROFILE_WARMUP_ITERS", "METRICS_FILE",
            "CURVE_FILE", "make_output_dir"]
@@ -79,10 +82,16 @@ class Trainer:
         self.data_stream = DataStream()
         self.parts = [self.stop_request, self.run_time, self.data_stream, self.metric_writers, DataReportPart(),
                       RunExtension(), FrozenLayers(getattr(exp, "freeze", None)),
-                      EarlyStopping(getattr(exp, "patience", None)), EvalReportPart(), ResultsTable()]
+                      EarlyStopping(getattr(exp, "patience", None)), EvalReportPart(), ResultsTable(),
+                      FaultInjection()]
         profile_iters = int(getattr(args, "profile", 0) or 0)
         if profile_iters > 0:
             self.parts.append(StageProfile(profile_iters))
+        self.rank_state = RankLocalState()
+        self.parts.append(self.rank_state)
+        # last: its after_train (the first called) stops watching before the others close the run
+        self.watchdog = Watchdog(getattr(exp, "stall_timeout", 600), getattr(exp, "heartbeat_timeout", 60))
+        self.parts.append(self.watchdog)
 
         if self.rank == 0:
             make_output_dir(self.file_name)
@@ -105,6 +114,11 @@ class Trainer:
                 self.train_in_epoch()
         except ProfileDone:
             pass
+        except RuntimeError as e:  # torch's error for a dead DataLoader worker (raised wherever its SIGCHLD lands)
+            failure = self.data_stream.explain_failure(e, self)
+            if failure is None:
+                raise
+            raise failure from e
         finally:
             self.after_train()
 
@@ -132,6 +146,7 @@ class Trainer:
 
         inps, targets = self.prefetcher.next()
         self.clock.mark("data wait")
+        self.watchdog.data_ready(self)
         inps = inps.to(self.data_type)
         targets = targets.to(self.data_type)
         targets.requires_grad = False
@@ -216,7 +231,8 @@ class Trainer:
 
         self._start_data_stream(self.start_epoch * self.max_iter + self.start_iter)
         if ckpt is not None and "rng" in ckpt:
-            set_rng_states(ckpt["rng"])  # last: nothing after it draws from the generators before the first batch
+            # last: nothing after it draws from the generators before the first batch
+            set_rng_states(self.rank_state.rng_states(ckpt["rng"]))
         logger.info("Training start...")
         logger.debug("\n{}".format(unwrap_model(model)))  # the one-line Model Summary above is at info
 
@@ -257,7 +273,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ epochs and iterations
     def after_train(self):
         self._notify_end()
-        logger.info("Training of experiment is done and the best AP is {:.2f}".format(self.best_ap * 100))
+        if self._finished:
+            logger.info("Training of experiment is done and the best AP is {:.2f}".format(self.best_ap * 100))
+        else:
+            logger.info("Training stopped before its end; the best AP so far is {:.2f}".format(self.best_ap * 100))
 
     def before_epoch(self):
         logger.info("---> start train epoch{}".format(self.epoch + 1))
@@ -378,6 +397,7 @@ class Trainer:
         return self.checkpointer.state(self, next_iteration)
 
     def save_ckpt(self, ckpt_name, update_best_ckpt=False, next_iteration=None):
+        self.rank_state.collect(self)  # every rank: what differs between the processes, to rank 0
         if self.rank != 0:
             return
         self.checkpointer.save(self.checkpoint_state(next_iteration), ckpt_name, best=update_best_ckpt)

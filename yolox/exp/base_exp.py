@@ -10,6 +10,10 @@ from tabulate import tabulate
 
 __all__ = ["BaseExp"]
 
+# Settings whose None means "no limit" even where an Exp (or the class it derives from) sets a number:
+# `max_train_minutes None` on the command line makes a run with a budget open-ended.
+NONE_MEANS_OFF = ("max_train_minutes", "patience", "stall_timeout", "heartbeat_timeout")
+
 _TRUE = ("true", "1", "yes", "y", "on")
 _FALSE = ("false", "0", "no", "n", "off")
 
@@ -69,7 +73,8 @@ class BaseExp(metaclass=ABCMeta):
         Each value is cast to the type of the attribute it replaces: ints, floats, bools ("True"/"False"/"1"/"0"),
         tuples and lists ("640,640", "(640, 640)", "[1,2]"), strings; an attribute that is None takes the value as
         a Python literal when it parses as one ("None", "42", "(10, 20)") and as a string otherwise, and an
-        attribute whose default is None (seed, data_dir, random_size) takes "None" back.
+        attribute whose default is None (seed, data_dir, random_size) or whose None means "no limit"
+        (NONE_MEANS_OFF: max_train_minutes, patience) takes "None" or "none" back.
         Unknown keys, values that do not convert and an odd number of items raise ValueError, and then no
         attribute is changed.
         """
@@ -87,8 +92,8 @@ class BaseExp(metaclass=ABCMeta):
             key = str(key)
             if key.startswith("_") or not hasattr(self, key) or callable(getattr(self, key)):
                 raise ValueError(self._unknown_key_message(key))
-            if isinstance(value, str) and value.strip() == "None" and self._default_is_none(key):
-                updates[key] = None  # e.g. seed back to its default None after an earlier override
+            if _is_none(value) and (key in NONE_MEANS_OFF or self._default_is_none(key)):
+                updates[key] = None  # e.g. seed back to its default None, or a time budget turned off
             else:
                 updates[key] = _cast_like(updates.get(key, getattr(self, key)), value, key)
         for key, value in updates.items():
@@ -115,6 +120,11 @@ class BaseExp(metaclass=ABCMeta):
             f"Exp {self.exp_name!r} has no attribute {key!r} to override.{hint} "
             f"Valid keys: {', '.join(sorted(names))}."
         )
+
+
+def _is_none(value):
+    """"None" or "none" from the command line (or None itself)."""
+    return value is None or (isinstance(value, str) and value.strip() in ("None", "none"))
 
 
 def _defining_file_stem(cls):

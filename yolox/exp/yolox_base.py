@@ -145,6 +145,12 @@ class Exp(BaseExp):
         self.patience = None
         # (this project) layers kept as they are: "backbone", "backbone+neck" or a list of module-name prefixes
         self.freeze = None
+        # (this project) seconds without a training iteration before a process is called stalled: its threads' stacks
+        # go to the log and the run stops (well under the 15-minute collective timeout of training); None: no watch
+        self.stall_timeout = 600
+        # (this project) seconds a process of a multi-process run may stay silent (no heartbeat through the rendezvous
+        # store) before the others call it lost and stop; a death that a socket shows is noticed in seconds anyway
+        self.heartbeat_timeout = 60
         # minimum learning rate during warmup
         self.warmup_lr = 0
         self.min_lr_ratio = 0.05

@@ -5,6 +5,7 @@ from loguru import logger
 from torch.multiprocessing import ProcessExitedException
 
 from yolox.core import NonFiniteLossError, TrainingInterrupted
+from yolox.core.launch import ProcessLost
 from yolox.data import CorruptImageError
 from yolox.utils import CheckpointError, MatplotlibMissing
 
@@ -40,7 +41,11 @@ def run_cli(main, argv=None):
         sys.exit(EXIT_USER_ERROR)
     except TrainingInterrupted as e:
         logger.warning(str(e))
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(getattr(e, "exit_code", EXIT_INTERRUPTED))
+    except ProcessLost as e:
+        if str(e):
+            logger.error(str(e))
+        sys.exit(e.exit_code)
     except ProcessExitedException as e:
         code = e.exit_code if e.exit_code is not None and e.exit_code > 0 else 1
         if code not in (EXIT_USER_ERROR, EXIT_INTERRUPTED):

@@ -107,6 +107,8 @@ def _process_main(exp, args):
     launcher reports it without a traceback per process."""
     from yolox.core import NonFiniteLossError, TrainingInterrupted
 
+    from yolox.core.watchdog import EXIT_PEER_LOST, explain_collective_failure
+
     try:
         train_main(exp, args)
     except (*USER_ERRORS, NonFiniteLossError) as e:
@@ -114,7 +116,13 @@ def _process_main(exp, args):
         sys.exit(EXIT_USER_ERROR)
     except TrainingInterrupted as e:
         logger.warning(str(e))
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(getattr(e, "exit_code", EXIT_INTERRUPTED))
+    except Exception as e:  # a collective that failed because another process died: one line, not a traceback
+        line = explain_collective_failure(e)
+        if line is None:
+            raise
+        logger.error(line)
+        sys.exit(EXIT_PEER_LOST)
 
 
 def _check_before_launch(exp, args, world_size):
@@ -186,7 +194,7 @@ def run_train_cli(argv=None, start_time=None):
     """
     start_time = time.time() if start_time is None else start_time
     from yolox.core import launch
-    from yolox.core.launch import launched_by_torchrun
+    from yolox.core.launch import TRAIN_TIMEOUT, launched_by_torchrun
     from yolox.exp import check_exp_value, get_exp
     from yolox.utils import configure_module
 
@@ -210,7 +218,7 @@ def run_train_cli(argv=None, start_time=None):
     if world_size == 1 and not launched_by_torchrun():
         return train_main(exp, args)
     launch(_process_main, num_gpu, args.num_machines, args.machine_rank, backend=args.dist_backend,
-           dist_url=dist_url, args=(exp, args))
+           dist_url=dist_url, args=(exp, args), timeout=TRAIN_TIMEOUT)
     return None
 
 

@@ -1,7 +1,9 @@
 """Reading and writing checkpoints in the official `{"model": state_dict, ...}` format, weights only (no pickled code)."""
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 
 import torch
 from loguru import logger
@@ -9,7 +11,9 @@ from loguru import logger
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
+    "CheckpointSaveError",
     "atomic_save",
+    "other_checkpoints",
     "load_checkpoint_file",
     "state_dict_from_checkpoint",
     "checkpoint_num_classes",
@@ -40,21 +44,91 @@ class CheckpointMismatchError(CheckpointError):
         self.unexpected = list(unexpected)
 
 
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint could not be written (a full disk, an I/O error, no permission): the previous file is kept."""
+
+
 def load_checkpoint_file(path, map_location="cpu"):
-    """Load `path` with torch.load(weights_only=True): tensors and plain containers only, never arbitrary code."""
+    """Load `path` with torch.load(weights_only=True): tensors and plain containers only, never arbitrary code.
+
+    A file that cannot be read (empty, truncated, damaged, not a torch file) is a CheckpointError of one line naming
+    it, what is wrong and the other readable checkpoints of its folder."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file {path!r} does not exist; pass the path of a .pth file with -c/--ckpt")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's weights-only refusal of a whole file (zip or legacy pickle), as against a damaged one
+        refused = "weights only load failed" in str(e).lower()
+        if not refused and not _looks_like_pickle(path):
+            raise CheckpointError(f"checkpoint {path!r} {_what_is_wrong(path, e)}; {_instead(path)}") from e
         raise CheckpointError(
             f"checkpoint {path!r} holds Python objects other than tensors and plain containers, so it was not "
             f"loaded (unpickling them could run code). Re-save it from a trusted session as "
-            f"torch.save({{'model': model.state_dict()}}, path). Detail: {str(e).splitlines()[0]}"
+            f"torch.save({{'model': model.state_dict()}}, path). Detail: {_first_line(e)}"
         ) from e
-    except (RuntimeError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {path!r} is not a readable torch file (truncated or not a .pth?): {e}") from e
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.load fails on a damaged file with many types (KeyError, EOFError)
+        raise CheckpointError(f"checkpoint {path!r} {_what_is_wrong(path, e)}; {_instead(path)}") from e
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _looks_like_pickle(path):
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"  # the PROTO opcode that every binary pickle starts with
+
+
+def _what_is_wrong(path, error):
+    """'is empty', 'is truncated or damaged (N bytes)', 'is not a PyTorch checkpoint (...)': what went wrong."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return "is empty (0 bytes), e.g. written by a save that failed"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):  # a zip file, as torch.save writes
+        if not zipfile.is_zipfile(path):
+            return f"is truncated ({size} bytes, its zip directory is missing), e.g. cut short by a full disk or copy"
+        reason = re.sub(r"\. This is an internal miniz error.*", "", _first_line(error))
+        return f"is damaged ({size} bytes; {reason})"
+    if head.startswith(b"\x80"):
+        return f"is truncated or damaged ({size} bytes of an old-format torch file; {_first_line(error)})"
+    return f"is not a PyTorch checkpoint ({size} bytes beginning with {head!r})"
+
+
+def other_checkpoints(path):
+    """The names of the other readable checkpoints (a whole zip file; the run's usual names first) in the folder of
+    `path`, e.g. ["latest_ckpt.pth", "last_epoch_ckpt.pth", "last_mosaic_epoch_ckpt.pth"]."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".pth") and not n.startswith(".")]
+    except OSError:
+        return []
+    names = [n for n in names if os.path.join(folder, n) != os.path.abspath(path)
+             and zipfile.is_zipfile(os.path.join(folder, n))]
+    usual = ["latest_ckpt.pth", "last_epoch_ckpt.pth", "last_mosaic_epoch_ckpt.pth", "best_ckpt.pth"]
+
+    def order(name):
+        m = re.fullmatch(r"epoch_(\d+)_ckpt\.pth", name)
+        if name in usual:
+            return (0, usual.index(name), "")
+        return (1, -int(m.group(1)), "") if m else (2, 0, name)
+
+    return sorted(names, key=order)
+
+
+def _instead(path):
+    """What to use instead of the unreadable `path`: the other readable checkpoints of its folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    others = other_checkpoints(path)
+    if others:
+        return f"use another checkpoint of {folder} (give it with -c): {', '.join(others)}"
+    return f"{folder} holds no other readable checkpoint: train without --resume/-c to start afresh, or give another"
 
 
 def state_dict_from_checkpoint(ckpt, path="<checkpoint>"):
@@ -153,23 +227,69 @@ def load_ckpt(model, ckpt):
     return model
 
 
-def atomic_save(obj, path):
+def atomic_save(obj, path, wrap=None):
     """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path`: a crash or a
-    kill during the save leaves the previous file (or none), never a truncated one."""
+    kill during the save leaves the previous file (or none), never a truncated one; any failure (a full disk in
+    the middle of torch.save, the flush, the fsync) removes the temporary file and raises the error.
+
+    wrap: a function of the open temporary file returning the file object torch.save writes to (fault injection
+    wraps it in one that fails)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a checkpoint gets the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb") as f:  # owns fd from here: closed on every path
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a checkpoint gets the usual mode
+            target = _KeepWriteError(wrap(f) if wrap is not None else f)
+            try:
+                torch.save(obj, target)
+            except Exception as e:
+                if target.error is not None:  # the disk's own error, not torch's "unexpected pos" that hides it
+                    raise target.error from e
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass  # already gone, or the folder itself went away
         raise
+    _fsync_folder(folder)
+
+
+class _KeepWriteError:
+    """The file torch.save writes to, keeping the OSError of a failed write: torch's writer turns it into a
+    RuntimeError ("[enforce fail at inline_container.cc] unexpected pos ...") that no longer says the disk is full."""
+
+    def __init__(self, file):
+        self._file = file
+        self.error = None
+
+    def write(self, data):
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask():

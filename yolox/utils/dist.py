@@ -22,10 +22,21 @@ __all__ = [
     "time_synchronized",
     "get_num_devices",
     "wait_for_the_master",
+    "make_slow_group",
 ]
 
 # Set by the launcher when it spawns one process per device; None means "not launched".
 _LOCAL_PROCESS_GROUP = None
+# A gloo group with a long timeout, set by the launcher: barriers and object gathers around evaluation and cache
+# building, where one rank may work alone for long (training's collectives keep the default group's shorter timeout)
+_SLOW_GROUP = None
+
+
+def make_slow_group(timeout):
+    """Create the slow group (every rank calls this, in the same order as its other new_group calls)."""
+    global _SLOW_GROUP
+    _SLOW_GROUP = dist.new_group(backend="gloo", timeout=timeout)
+    return _SLOW_GROUP
 
 
 def is_dist_avail_and_initialized() -> bool:
@@ -68,10 +79,10 @@ def wait_for_the_master(local_rank: int = None):
         local_rank = get_local_rank()
     initialised = is_dist_avail_and_initialized()
     if initialised and local_rank > 0:
-        dist.barrier()
+        dist.barrier(group=_SLOW_GROUP)
     yield
     if initialised and local_rank == 0:
-        dist.barrier()
+        dist.barrier(group=_SLOW_GROUP)
 
 
 def is_main_process() -> bool:
@@ -81,12 +92,15 @@ def is_main_process() -> bool:
 def synchronize() -> None:
     """Barrier across all processes; a no-op for a single process."""
     if get_world_size() > 1:
-        dist.barrier()
+        dist.barrier(group=_SLOW_GROUP)
 
 
 @functools.lru_cache()
 def _cpu_group():
-    """A gloo group for pickled objects: NCCL cannot move CPU byte tensors."""
+    """A gloo group for pickled objects: NCCL cannot move CPU byte tensors (the slow group when the launcher made
+    one: gathers of evaluation results wait for the slowest rank)."""
+    if _SLOW_GROUP is not None:
+        return _SLOW_GROUP
     if dist.get_backend() == "nccl":
         return dist.new_group(backend="gloo")
     return dist.group.WORLD
