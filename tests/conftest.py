@@ -1,5 +1,8 @@
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -11,3 +14,40 @@ _LAST_MODULES = ("test_deploy.py",)
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: item.path.name in _LAST_MODULES)  # stable: the order is kept within each part
+
+
+@pytest.fixture(scope="session")
+def forest_one_epoch(tmp_path_factory):
+    """One epoch of the forest Exp at 128 px, `train_argv(out, **ONE_EPOCH)` (batch 8, 7 iterations, an evaluation at
+    the end), trained once a session for the tests that only read it (test_self_describing, test_official_scripts,
+    test_yolo_data, test_check_data): output_dir, folder (its run folder) and best_ap (the trainer's). Tests may add
+    files to the folder (a demo's vis_res, eval's val_log.txt) but must not change or remove what the run wrote."""
+    from loguru import logger
+
+    from train_helpers import ONE_EPOCH, run_dir, train_argv
+    from yolox.tools.train import run_train_cli
+
+    out = tmp_path_factory.mktemp("forest_one_epoch")
+    trainer = run_train_cli(train_argv(out, **ONE_EPOCH))
+    logger.remove()
+    logger.add(sys.stderr)
+    return SimpleNamespace(output_dir=out, folder=run_dir(out), best_ap=trainer.best_ap)
+
+
+@pytest.fixture(scope="session")
+def forest_two_epochs(tmp_path_factory):
+    """The default tiny run, `train_argv(out)`: two epochs of the forest Exp at 128 px (batch 8, the second without
+    mosaic, an evaluation after each, history checkpoints), trained once a session for the tests that only read it
+    (test_train, test_eval_report): output_dir, folder, best_ap, epoch, max_epoch and max_iter (the trainer's). Tests
+    may add files to the folder but must not change or remove what the run wrote."""
+    from loguru import logger
+
+    from train_helpers import run_dir, train_argv
+    from yolox.tools.train import run_train_cli
+
+    out = tmp_path_factory.mktemp("forest_two_epochs")
+    trainer = run_train_cli(train_argv(out))
+    logger.remove()
+    logger.add(sys.stderr)
+    return SimpleNamespace(output_dir=out, folder=run_dir(out), best_ap=trainer.best_ap, epoch=trainer.epoch,
+                           max_epoch=trainer.max_epoch, max_iter=trainer.max_iter)

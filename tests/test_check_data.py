@@ -10,7 +10,7 @@ import pytest
 import torch
 from loguru import logger
 
-from train_helpers import FOREST_EXP, ROOT, load, read_metrics, run_dir, run_tool, train_argv
+from train_helpers import FOREST_EXP, ONE_EPOCH, ROOT, load, read_metrics, run_dir, run_tool, train_argv
 from yolox.data import CorruptImageError, check_exp_data
 from yolox.data.data_check import format_report, write_data_pictures
 from yolox.exp import get_exp
@@ -55,9 +55,27 @@ def _image(data_dir, split="train", k=0):
                                      key=lambda im: im["id"])[k]["file_name"]
 
 
+def _check_argv(data_dir, *extra):
+    return ["-f", FOREST_EXP, "--output", str(data_dir.parent / "pics"), "data_dir", str(data_dir),
+            "input_size", "128,128", "test_size", "128,128", *extra]
+
+
 def _check_cmd(data_dir, *extra):
-    return run_tool(CHECK_PY, ["-f", FOREST_EXP, "--output", str(data_dir.parent / "pics"), "data_dir", str(data_dir),
-                               "input_size", "128,128", "test_size", "128,128", *extra], timeout=600)
+    """tools/check_data.py in a new process, as a user runs it."""
+    return run_tool(CHECK_PY, _check_argv(data_dir, *extra), timeout=600)
+
+
+def _check_main(capsys, data_dir, *extra):
+    """The command's main in this process (what tools/check_data.py runs, without seconds of imports in a new
+    interpreter; _check_cmd runs the script itself): (exit status, stderr)."""
+    from yolox.tools.check_data import main
+
+    logger.remove()
+    logger.add(lambda message: sys.stderr.write(message), level="INFO")  # whatever stderr is when it writes
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(_check_argv(data_dir, *extra))
+    return exit_info.value.code, capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- clean data
@@ -110,11 +128,12 @@ def test_a_string_coordinate_is_fatal(forest):
         check_exp_data(_exp(forest))
 
 
-def test_an_annotation_file_without_annotations_stops_the_command(forest):
+def test_an_annotation_file_without_annotations_stops_the_command(forest, capsys):
     path = _edit_json(forest, "val", lambda d: d.pop("annotations"))
-    result = _check_cmd(forest)
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    code, err = _check_main(capsys, forest)
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and str(path) in errors[0] and "no 'annotations' list" in errors[0]
 
 
@@ -128,7 +147,7 @@ def test_a_truncated_jpeg_is_a_warning_naming_it(forest):
     assert [w for w in report.warnings() if "truncated JPEG" in w and str(img) in w]
 
 
-def test_a_missing_image_stops_as_training_would_and_is_a_warning_with_skip(forest):
+def test_a_missing_image_stops_as_training_would_and_is_a_warning_with_skip(forest, capsys):
     img = _image(forest, k=2)
     img.unlink()
     report = check_exp_data(_exp(forest))  # on_corrupt_image "raise": training would stop at it
@@ -140,9 +159,10 @@ def test_a_missing_image_stops_as_training_would_and_is_a_warning_with_skip(fore
     assert report.fatal() == []
     assert [w for w in report.warnings() if str(img) in w and "skipped" in w]
 
-    result = _check_cmd(forest)
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    code, err = _check_main(capsys, forest)
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and f"image file not found: {img}" in errors[0]
 
 
@@ -221,13 +241,15 @@ def test_the_command_writes_labels_png_and_the_batches_into_the_run_folder(fores
 
 
 # ---------------------------------------------------------------------------------------------- before training
-def test_a_seeded_run_trains_the_same_with_and_without_the_data_check(tmp_path):
+def test_a_seeded_run_trains_the_same_with_and_without_the_data_check(tmp_path, forest_one_epoch):
     from yolox.tools.train import run_train_cli
 
-    opts = dict(max_epoch=1, no_aug_epochs=0, eval_interval=5, save_history_ckpt=False)
-    run_train_cli(train_argv(tmp_path / "with", batch=8, check_data=True, **opts))
-    run_train_cli(train_argv(tmp_path / "without", batch=8, check_data=False, **opts))
-    with_check, without = run_dir(tmp_path / "with"), run_dir(tmp_path / "without")
+    # without: the session's one-epoch run (forest_one_epoch, conftest.py: check_data False, batch 8, ONE_EPOCH).
+    # This run skips its evaluation (eval_interval 5) and history checkpoints: both come after the epoch's training
+    # and change neither its losses nor its weights
+    run_train_cli(train_argv(tmp_path / "with", batch=8, check_data=True, **ONE_EPOCH, eval_interval=5,
+                             save_history_ckpt=False))
+    with_check, without = run_dir(tmp_path / "with"), forest_one_epoch.folder
 
     keys = ("iteration", "total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "lr")
     a = [tuple(m.get(k) for k in keys) for m in read_metrics(with_check) if "total_loss" in m]

@@ -247,14 +247,13 @@ def test_the_part_writes_the_report_at_the_end_of_a_run(tiny_run):
     assert len(evals) == 2  # no evaluation of its own
 
 
-def test_the_part_does_not_change_training(tiny_run, tmp_path):
+def test_the_part_does_not_change_training(tiny_run, forest_two_epochs):
     trainer, folder = tiny_run
-    from yolox.tools.train import run_train_cli
-
-    plain = run_train_cli(train_argv(tmp_path, check_data=False, run_report=False))
-    assert not (run_dir(tmp_path) / "PR_curve.png").exists()  # run_report False: no report
+    # the same run without the part: the session's train_argv(out) run (conftest.py; check_data and run_report off)
+    plain = forest_two_epochs
+    assert not (plain.folder / "PR_curve.png").exists()  # run_report False: no report
     with_part = torch.load(folder / "latest_ckpt.pth", map_location="cpu", weights_only=True)
-    without = torch.load(run_dir(tmp_path) / "latest_ckpt.pth", map_location="cpu", weights_only=True)
+    without = torch.load(plain.folder / "latest_ckpt.pth", map_location="cpu", weights_only=True)
     for k, v in with_part["model"].items():
         assert torch.equal(v, without["model"][k]), k
     assert plain.best_ap == trainer.best_ap

@@ -1,6 +1,6 @@
 """A regular (non-editable) install runs the tools as `python -m yolox.tools.*` from any folder; torch.hub entries."""
 import importlib.util
-import os
+import json
 import shutil
 import site
 import subprocess
@@ -66,20 +66,39 @@ def test_regular_install_runs_the_tools_from_another_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
                     str(wheel)], check=True, cwd=elsewhere)
     shutil.rmtree(src)  # nothing may come from the source tree any more
-    where = subprocess.run([python, "-c", "import yolox.tools.train, yolox; print(yolox.__file__)"], cwd=elsewhere,
-                           check=True, capture_output=True, text=True).stdout.strip()
-    assert where.startswith(str(venv)), where
+    # One interpreter of the venv for every check (each new one costs seconds of importing torch): each tool's
+    # `python -m yolox.tools.<tool> --help`, run as -m runs it (runpy, as __main__), then where yolox comes from
+    tools = ("eval", "train", "demo", "export_onnx", "export_torchscript", "visualize_assign")
+    run = subprocess.run([python, "-c", _INSTALLED_CHECKS, *tools], cwd=elsewhere, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["where"].startswith(str(venv)), got["where"]
     for tool, banner in (("eval", "YOLOX Eval"), ("train", "YOLOX train parser"), ("demo", "YOLOX Demo"),
                          ("export_onnx", "YOLOX onnx deploy"), ("export_torchscript", "YOLOX torchscript deploy"),
                          ("visualize_assign", "assignment")):
-        run = subprocess.run([python, "-m", f"yolox.tools.{tool}", "--help"], cwd=elsewhere, capture_output=True,
-                             text=True)
-        assert run.returncode == 0, run.stderr
-        assert banner in run.stdout and "-f" in run.stdout
+        code, stdout, stderr = got["help"][tool]
+        assert code in (0, None), (tool, stderr)
+        assert banner in stdout and "-f" in stdout, (tool, stdout)
     # the published Exps come with the package: -n works without a clone
-    run = subprocess.run([python, "-c", "from yolox.exp import get_exp; print(get_exp(exp_name='yolox-s').depth)"],
-                         cwd=elsewhere, capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == "0.33"
+    assert got["yolox_s_depth"] == 0.33
+
+
+_INSTALLED_CHECKS = """
+import contextlib, io, json, runpy, sys
+tools, results = sys.argv[1:], {}
+for tool in tools:
+    out, err, code = io.StringIO(), io.StringIO(), None
+    sys.argv = [tool, "--help"]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_module(f"yolox.tools.{tool}", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code
+    results[tool] = [code, out.getvalue(), err.getvalue()]
+import yolox.tools.train, yolox
+from yolox.exp import get_exp
+print(json.dumps({"help": results, "where": yolox.__file__, "yolox_s_depth": get_exp(exp_name="yolox-s").depth}))
+"""
 
 
 def test_tools_in_the_clone_launch_the_package_modules():

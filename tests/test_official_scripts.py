@@ -66,16 +66,16 @@ def test_official_train_script_trains(tmp_path, cache):
     assert exp.dataset._dataset.cache is cache
 
 
-def test_official_eval_flow_gives_this_packages_ap(tmp_path):
+def test_official_eval_flow_gives_this_packages_ap(tmp_path, forest_one_epoch):
     """The official tools/eval.py main(): get_evaluator, load ckpt["model"], evaluate(model, is_distributed, fp16,
-    trt_file, decoder, test_size) -> (*_, summary); the same AP as yolox.tools.eval's evaluation of the checkpoint."""
-    from yolox.tools.train import run_train_cli
+    trt_file, decoder, test_size) -> (*_, summary); the same AP as yolox.tools.eval's evaluation of the checkpoint.
+    The checkpoint: the session's one-epoch forest run (forest_one_epoch, conftest.py), -d 1 -b 8 and
+    tiny_opts(max_epoch=1, no_aug_epochs=0), as this test trained it itself before."""
     from yolox.exp import get_exp
     from yolox.utils import fuse_model, get_model_info, setup_logger
 
-    trainer = run_train_cli(["-f", FOREST_EXP, "-d", "1", "-b", "8", *tiny_opts(tmp_path, max_epoch=1,
-                                                                                   no_aug_epochs=0)])
-    ckpt_file = run_dir(tmp_path) / "best_ckpt.pth"
+    folder = forest_one_epoch.folder
+    ckpt_file = folder / "best_ckpt.pth"
 
     exp = get_exp(FOREST_EXP, None)
     exp.merge(tiny_opts(tmp_path))
@@ -92,6 +92,6 @@ def test_official_eval_flow_gives_this_packages_ap(tmp_path):
     ap50_95, ap50, summary = evaluator.evaluate(model, False, False, None, None, exp.test_size)
     *_, summary = evaluator.evaluate(model, False, False, None, None, exp.test_size)
     assert "Average Precision" in summary
-    best = max(row["AP50_95"] for row in read_metrics(run_dir(tmp_path)) if "AP50_95" in row)
+    best = max(row["AP50_95"] for row in read_metrics(folder) if "AP50_95" in row)
     assert ap50_95 == pytest.approx(best, abs=2e-3)
-    assert trainer.best_ap == pytest.approx(best, abs=1e-6)
+    assert forest_one_epoch.best_ap == pytest.approx(best, abs=1e-6)

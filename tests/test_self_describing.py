@@ -10,7 +10,7 @@ import pytest
 import torch
 from loguru import logger
 
-from train_helpers import ROOT, load, read_metrics, run_dir, run_tool, train_argv
+from train_helpers import ROOT, load, read_metrics, run_dir, run_tool
 from yolox.apps.class_names import class_names_for_exp
 from yolox.exp import CHECKPOINT_KEYS, describe_run, exp_from_checkpoint, get_exp_by_name
 from yolox.tools.cli import EXIT_USER_ERROR
@@ -26,17 +26,12 @@ def _reset_logger():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One epoch of the forest Exp at 128 px: its latest checkpoint and the AP its evaluation logged."""
-    from yolox.tools.train import run_train_cli
-
-    out = tmp_path_factory.mktemp("self_describing")
-    run_train_cli(train_argv(out, max_epoch=1, no_aug_epochs=0))
-    logger.remove()
-    logger.add(sys.stderr)
-    folder = run_dir(out)
+def trained(forest_one_epoch):
+    """One epoch of the forest Exp at 128 px (the session's forest_one_epoch run, conftest.py): its output folder,
+    its latest checkpoint and the AP its evaluation logged."""
+    folder = forest_one_epoch.folder
     ap = [m["AP50_95"] for m in read_metrics(folder) if "AP50_95" in m][-1]
-    return out, folder / "latest_ckpt.pth", ap
+    return forest_one_epoch.output_dir, folder / "latest_ckpt.pth", ap
 
 
 @pytest.fixture()

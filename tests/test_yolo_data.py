@@ -12,7 +12,7 @@ import pytest
 from loguru import logger
 
 from data_layouts import FOREST, make_roboflow_copy, make_yolo_copy, roboflow_opts
-from train_helpers import FOREST_EXP, TRAIN_PY, read_metrics, run_dir, run_tool, tiny_opts
+from train_helpers import FOREST_EXP, ONE_EPOCH, read_metrics, run_dir, tiny_opts
 from yolox.data import COCODataset, YOLODataset, read_data_yaml
 from yolox.data.datasets.yolo_index import label_path_of
 from yolox.exp import get_exp
@@ -70,24 +70,30 @@ def test_a_split_the_yaml_lacks_names_the_yaml_and_the_key(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- same training
-def _tiny_run(out, *opts):
-    """One epoch of the forest Exp at 128 px through tools/train.py in this process: (loss rows, AP rows)."""
-    from yolox.tools.train import run_train_cli
-
-    overrides = dict(max_epoch=1, warmup_epochs=1, no_aug_epochs=0, save_history_ckpt=False)
-    run_train_cli(["-f", FOREST_EXP, "-d", "1", "-b", "8", *tiny_opts(out, **overrides), *opts])
-    metrics = read_metrics(run_dir(out))
+def _losses_and_aps(folder):
+    """(loss rows, AP rows) of a run's metrics.jsonl."""
+    metrics = read_metrics(folder)
     losses = [(m["iteration"], m["total_loss"], m["iou_loss"], m["conf_loss"], m["cls_loss"])
               for m in metrics if "total_loss" in m]
     aps = [(m["AP50_95"], m["AP50"]) for m in metrics if "AP50" in m]
     return losses, aps
 
 
-def test_coco_yolo_txt_and_roboflow_layouts_train_to_the_same_losses_and_ap(tmp_path):
+def _tiny_run(out, *opts):
+    """One epoch of the forest Exp at 128 px through tools/train.py in this process, with the options of the
+    session's COCO-json run (forest_one_epoch, conftest.py: -b 8, tiny_opts(**ONE_EPOCH)): (loss rows, AP rows)."""
+    from yolox.tools.train import run_train_cli
+
+    run_train_cli(["-f", FOREST_EXP, "-d", "1", "-b", "8", *tiny_opts(out, **ONE_EPOCH, save_history_ckpt=False),
+                   *opts])
+    return _losses_and_aps(run_dir(out))
+
+
+def test_coco_yolo_txt_and_roboflow_layouts_train_to_the_same_losses_and_ap(tmp_path, forest_one_epoch):
     # .txt lists keep the json's image order, so that the three runs see the same batches
     yaml_path = make_yolo_copy(tmp_path / "yolo", as_lists=True)
     roboflow = make_roboflow_copy(tmp_path / "roboflow")
-    runs = [_tiny_run(tmp_path / "coco"),
+    runs = [_losses_and_aps(forest_one_epoch.folder),  # the COCO json original
             _tiny_run(tmp_path / "yolo_run", "data_yaml", str(yaml_path)),
             _tiny_run(tmp_path / "roboflow_run", *roboflow_opts(roboflow))]
     (losses, aps), others = runs[0], runs[1:]
@@ -230,13 +236,22 @@ def test_unreadable_and_truncated_images(tmp_path, log_lines):
     assert any("1 image(s) whose header cannot be read are left out" in m for m in log_lines)
 
 
-def test_train_command_with_a_bad_label_exits_2_with_one_line(tmp_path):
+def test_train_command_with_a_bad_label_exits_2_with_one_line(tmp_path, capsys):
+    # the command's main in this process (a fresh interpreter costs seconds of imports; tools/train.py itself runs as
+    # a new process in test_train and test_bad_input)
+    from yolox.tools.train import main as train_main
+
     yaml_path = _write_set(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n", "b": "5 0.5 0.5 0.2 0.2\n"}, names="[tree]")
-    result = run_tool(TRAIN_PY, ["-f", FOREST_EXP, "-d", "1", "-b", "2", "data_yaml", str(yaml_path),
-                                 "output_dir", str(tmp_path / "out")], timeout=300)
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if "| ERROR" in line]
-    assert len(errors) == 1 and "Traceback" not in result.stderr
+    logger.remove()
+    logger.add(lambda message: sys.stderr.write(message), level="INFO")  # whatever stderr is when it writes
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["-f", FOREST_EXP, "-d", "1", "-b", "2", "data_yaml", str(yaml_path),
+                    "output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err[-2000:]
+    errors = [line for line in err.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1 and "Traceback" not in err
     assert f"{tmp_path / 'labels' / 'train' / 'b.txt'}, line 1: class id 5" in errors[0]
 
 

@@ -49,6 +49,11 @@ def train_argv(output_dir, *flags, batch=8, **overrides):
     return ["-f", FOREST_EXP, "-d", "1", "-b", str(batch), *flags, *tiny_opts(output_dir, **overrides)]
 
 
+# The one-epoch run that several modules only read (the forest_one_epoch fixture of conftest.py, run once a session):
+# 128 px, batch 8, 7 iterations, one evaluation at its end.
+ONE_EPOCH = dict(max_epoch=1, no_aug_epochs=0)
+
+
 def run_dir(output_dir, name="yolox_nano_forest"):
     return Path(output_dir) / name
 
