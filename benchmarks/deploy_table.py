@@ -71,7 +71,7 @@ def _exp_and_model(config):
             exp.test_size = (config.size, config.size)
         model = exp.get_model()
         load_exp_weights(model, config.ckpt, num_classes=exp.num_classes)
-        arch = _official_arch(exp)
+        arch = _official_arch(exp, model)
         return exp, model.eval(), arch, config.ckpt
     from benchmarks.fitted_weights import detector_like, forest_images
 
@@ -92,11 +92,11 @@ def _exp_and_model(config):
     return exp, model.eval(), config.arch, f"{config.arch} fitted to the forest val tiles"
 
 
-def _official_arch(exp):
+def _official_arch(exp, model):
     """The official factory name whose depth / width / depthwise match the Exp's model (None when none does)."""
-    for name, (depth, width, depthwise) in ARCHS.items():
-        if abs(exp.depth - depth) < 1e-6 and abs(exp.width - width) < 1e-6 and \
-                bool(getattr(exp, "depthwise", False)) == depthwise:
+    depthwise = any(type(m).__name__ == "DWConv" for m in model.modules())  # nano's Exp hard-codes it
+    for name, (depth, width, dw) in ARCHS.items():
+        if abs(exp.depth - depth) < 1e-6 and abs(exp.width - width) < 1e-6 and depthwise == dw:
             return name
     return None
 
