@@ -59,9 +59,9 @@ def load_checkpoint_file(path, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's weights-only refusal of a whole file (zip or legacy pickle), as against a damaged one
-        refused = "weights only load failed" in str(e).lower()
-        if not refused and not _looks_like_pickle(path):
+        # a whole torch file (zip, or a legacy pickle) that weights-only loading refused, as against a damaged one
+        # or one that is no torch file at all (torch words all three "Weights only load failed")
+        if not zipfile.is_zipfile(path) and not _looks_like_pickle(path):
             raise CheckpointError(f"checkpoint {path!r} {_what_is_wrong(path, e)}; {_instead(path)}") from e
         raise CheckpointError(
             f"checkpoint {path!r} holds Python objects other than tensors and plain containers, so it was not "
