@@ -5,13 +5,13 @@ rank, SIGTERM to the launcher, a failed checkpoint save) and resumed after each,
     python benchmarks/bench_chaos.py --faults 20 --json chaos.json
 """
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: run anywhere
 
 from benchmarks import chaos  # noqa: E402
+from benchmarks.arguments import choice_list, print_and_save  # noqa: E402
 from benchmarks.chaos import FAULT_KINDS, ChaosConfig, format_chaos_table, run_chaos  # noqa: E402
 from yolox.tools.cli import run_cli  # noqa: E402
 
@@ -32,19 +32,12 @@ def make_parser():
 
 def run(argv=None):
     args = make_parser().parse_args(argv)
-    kinds = tuple(k for k in args.kinds.split(",") if k)
-    bad = [k for k in kinds if k not in FAULT_KINDS]
-    if bad or not kinds:
-        raise ValueError(f"--kinds {args.kinds!r}: choose from {', '.join(FAULT_KINDS)}")
+    kinds = choice_list(args.kinds, FAULT_KINDS, "--kinds")
     if args.faults < 1:
         raise ValueError(f"--faults {args.faults}: at least 1")
     result = run_chaos(ChaosConfig(faults=args.faults, kinds=kinds, epochs=args.epochs, seed=args.seed,
                                    workdir=args.workdir))
-    print(format_chaos_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return print_and_save(format_chaos_table(result), result, args.json)
 
 
 def main(argv=None):

@@ -10,13 +10,13 @@ ratio to the official release's PyTorch path.
 --no-binary :all:` and untar it), optionally followed by ':' and a folder holding its extra dependency thop.
 """
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: run anywhere
 
 from benchmarks import deploy_table  # noqa: E402
+from benchmarks.arguments import choice_list, int_list, print_and_save  # noqa: E402
 from benchmarks.deploy_table import PATHS, DeployBenchConfig, format_deploy_table, run_deploy_benchmark  # noqa: E402
 from yolox.tools.cli import run_cli  # noqa: E402
 
@@ -44,25 +44,13 @@ def make_parser():
 
 def run(argv=None):
     args = make_parser().parse_args(argv)
-    paths = tuple(p for p in args.paths.split(",") if p)
-    bad = [p for p in paths if p not in PATHS]
-    if bad or not paths:
-        raise ValueError(f"--paths {args.paths!r}: choose from {', '.join(PATHS)}")
-    try:
-        batches = tuple(int(b) for b in args.batches.split(",") if b)
-    except ValueError:
-        raise ValueError(f"--batches {args.batches!r}: expected comma-separated integers, e.g. 1,8") from None
-    if not batches or min(batches) < 1:
-        raise ValueError(f"--batches {args.batches!r}: sizes of at least 1")
+    paths = choice_list(args.paths, PATHS, "--paths")
+    batches = int_list(args.batches, "--batches")
     config = DeployBenchConfig(exp_file=args.exp_file, ckpt=args.ckpt, arch=args.arch, size=args.size,
                                batches=batches, paths=paths, repeats=args.repeats, warmup=args.warmup,
                                calib=args.calib, official=args.official, threads=args.threads, opts=args.opts or ())
     result = run_deploy_benchmark(config)
-    print(format_deploy_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return print_and_save(format_deploy_table(result), result, args.json)
 
 
 def main(argv=None):

@@ -9,14 +9,13 @@
 --no-binary :all:` and untar it), optionally followed by ':' and a folder holding its extra dependency thop.
 """
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: run anywhere
 
 from benchmarks import infer  # noqa: E402
-from benchmarks.arguments import model_sizes  # noqa: E402
+from benchmarks.arguments import choice_list, int_list, model_sizes, write_json  # noqa: E402
 from benchmarks.infer import (  # noqa: E402
     DEFAULT_MODELS, IMPLS, InferBenchConfig, format_infer_table, run_infer_benchmark,
 )
@@ -46,25 +45,14 @@ def make_parser():
 def run(argv=None):
     """The benchmark with the flags argv (default sys.argv[1:]); returns the table's rows."""
     args = make_parser().parse_args(argv)
-    impls = tuple(i for i in args.impls.split(",") if i)
-    bad = [i for i in impls if i not in IMPLS]
-    if bad:
-        raise ValueError(f"--impls {','.join(bad)}: choose from {', '.join(IMPLS)}")
-    try:
-        batches = tuple(int(b) for b in args.batches.split(",") if b)
-    except ValueError:
-        raise ValueError(f"--batches {args.batches!r}: expected comma-separated integers, e.g. 1,8") from None
-    if not batches or min(batches) < 1 or max(batches) > 8:
-        raise ValueError(f"--batches {args.batches!r}: sizes from 1 to 8 (the bundled val tiles make 8 images)")
+    impls = choice_list(args.impls, IMPLS, "--impls")
+    batches = int_list(args.batches, "--batches", high=8, why="the bundled val tiles make 8 images")
     config = InferBenchConfig(models=args.models, batches=batches, impls=impls, repeats=args.repeats,
                               warmup=args.warmup, conf=args.conf, nms=args.nms, official=args.official,
                               threads=args.threads)
     rows = run_infer_benchmark(config)
     print(format_infer_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"config": {k: getattr(config, k) for k in config.__dataclass_fields__}, "rows": rows}, f,
-                      indent=1)
+    write_json(args.json, {"config": {k: getattr(config, k) for k in config.__dataclass_fields__}, "rows": rows})
     return rows
 
 

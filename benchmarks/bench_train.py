@@ -9,13 +9,12 @@ beside the official release's step; then the per-stage profile of one configurat
 --no-binary :all:` and untar it), optionally followed by ':' and a folder holding its extra dependency thop.
 """
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: run anywhere
 
-from benchmarks.arguments import model_sizes  # noqa: E402
+from benchmarks.arguments import choice_list, model_sizes, write_json  # noqa: E402
 from benchmarks.train_step import (  # noqa: E402
     DEFAULT_MODELS, StepBenchConfig, format_profile, format_step_table, run_step_benchmark,
 )
@@ -44,10 +43,7 @@ def parse_args(argv=None):
 def run(argv=None):
     """The benchmark with the flags argv (default sys.argv[1:]); returns (rows, per-stage profile or None)."""
     args = parse_args(argv)
-    modes = tuple(m for m in args.modes.split(",") if m)
-    bad = [m for m in modes if m not in SIMOTA_MODES]
-    if bad:
-        raise ValueError(f"--modes {bad}: choose from {', '.join(SIMOTA_MODES)}")
+    modes = choice_list(args.modes, SIMOTA_MODES, "--modes")
     profile = None
     if args.profile:
         name, size, mode = args.profile.split(":")
@@ -60,9 +56,7 @@ def run(argv=None):
     if per_stage is not None:
         print()
         print(format_profile(per_stage, config))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows, "profile": per_stage}, f, indent=1)
+    write_json(args.json, {"rows": rows, "profile": per_stage})
     return rows, per_stage
 
 

@@ -114,53 +114,43 @@ def _val_images(exp, batches):
 
 def _build_paths(config, exp, model, folder):
     """{path: backend or model} for the asked paths; a runtime that is missing is left out with a log line."""
+    from benchmarks.infer import float_backend, plain_onnx
     from yolox.apps.export import export_onnx, prepare_for_export
-    from yolox.deploy import NMSSettings, OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, export_openvino
+    from yolox.deploy import NMSSettings, OnnxRuntimeBackend, OpenVINOBackend, export_openvino
     from yolox.deploy.quantize import calibration_images, quantize_onnx_static, quantize_openvino
-    from yolox.utils import fuse_model
 
-    h, w = exp.test_size
+    size = exp.test_size
     onnx_file, xml_file = os.path.join(folder, "model.onnx"), os.path.join(folder, "model.xml")
     out, calib = {}, None
     for path in config.paths:
+        if path not in PATHS:
+            raise ValueError(f"--paths {path!r}: choose from {', '.join(PATHS)}")
+        if path == "openvino-bf16" and not bf16_available():
+            logger.warning("openvino-bf16 left out: this CPU computes no bfloat16 (no AVX-512 BF16 / AMX)")
+            continue
         try:
-            if path == "torch":
-                out[path] = TorchBackend(fuse_model(copy.deepcopy(model)))  # eval --fuse
+            if path in ("torch", "onnxruntime", "openvino", "openvino-bf16"):  # PyTorch as eval --fuse runs it
+                out[path] = float_backend("torch-fused" if path == "torch" else path, model, onnx_file, size,
+                                          config.threads)
                 continue
-            if not os.path.isfile(onnx_file):
-                export_onnx(prepare_for_export(copy.deepcopy(model), False), onnx_file, (1, 3, h, w), dynamic=True)
             if path.endswith("int8") and calib is None:
                 calib = calibration_images(copy.copy(exp), n=config.calib)
-            if path == "onnxruntime":
-                out[path] = OnnxRuntimeBackend(onnx_file, threads=config.threads)
-            elif path == "onnxruntime-nms":
+            if path == "onnxruntime-nms":
                 nms_file = os.path.join(folder, "model_nms.onnx")
-                export_onnx(prepare_for_export(copy.deepcopy(model), True), nms_file, (1, 3, h, w), dynamic=True,
+                export_onnx(prepare_for_export(copy.deepcopy(model), True), nms_file, (1, 3, *size), dynamic=True,
                             nms=NMSSettings(conf=exp.test_conf, nmsthre=exp.nmsthre))
                 out[path] = OnnxRuntimeBackend(nms_file, threads=config.threads)
             elif path == "onnxruntime-int8":
-                q = quantize_onnx_static(onnx_file, calib, os.path.join(folder, "model_int8.onnx"))
+                q = quantize_onnx_static(plain_onnx(model, onnx_file, size), calib,
+                                         os.path.join(folder, "model_int8.onnx"))
                 out[path] = OnnxRuntimeBackend(q, threads=config.threads)
-            else:
+            else:  # openvino-int8
                 if not os.path.isfile(xml_file):
-                    export_openvino(onnx_file, xml_file)
-                if path == "openvino":
-                    out[path] = OpenVINOBackend(xml_file, threads=config.threads)
-                elif path == "openvino-bf16":
-                    if not bf16_available():
-                        logger.warning("openvino-bf16 left out: this CPU computes no bfloat16 (no AVX-512 BF16 / AMX)")
-                        continue
-                    out[path] = OpenVINOBackend(xml_file, threads=config.threads, precision="bf16")
-                elif path == "openvino-int8":
-                    q = quantize_openvino(xml_file, calib, os.path.join(folder, "model_int8.xml"))
-                    out[path] = OpenVINOBackend(q, threads=config.threads)
-                else:
-                    raise ValueError(f"--paths {path!r}: choose from {', '.join(PATHS)}")
+                    export_openvino(plain_onnx(model, onnx_file, size), xml_file)
+                q = quantize_openvino(xml_file, calib, os.path.join(folder, "model_int8.xml"))
+                out[path] = OpenVINOBackend(q, threads=config.threads)
         except ValueError as e:
-            if path in PATHS:
-                logger.warning(f"{path} left out: {e}")
-                continue
-            raise
+            logger.warning(f"{path} left out: {e}")
     return out
 
 

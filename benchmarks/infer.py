@@ -34,7 +34,7 @@ from yolox.utils import fuse_model
 from benchmarks.official_release import check_official_package, official_release_env
 
 __all__ = ["InferBenchConfig", "run_infer_benchmark", "format_infer_table", "compare_detections", "DEFAULT_MODELS",
-           "IMPLS"]
+           "IMPLS", "FLOAT_BACKENDS", "float_backend", "plain_onnx"]
 
 DEFAULT_MODELS = (("yolox-nano", 416), ("yolox-s", 640))
 # openvino runs in float32; openvino-bf16 lets it use bfloat16 where the CPU has it (its own default there):
@@ -71,35 +71,46 @@ def _build_model(exp_name, size, seed):
     return model, batch
 
 
+FLOAT_BACKENDS = ("torch", "torch-fused", "torch-fused-cl", "onnxruntime", "openvino", "openvino-bf16")
+
+
+def plain_onnx(model, onnx_file, size):
+    """onnx_file, exported from model first when missing: raw outputs and a free batch, as the official export
+    makes. size: (H, W)."""
+    if not os.path.isfile(onnx_file):
+        export_onnx(prepare_for_export(copy.deepcopy(model), False), onnx_file, (1, 3, *size), dynamic=True)
+    return onnx_file
+
+
+def float_backend(kind, model, onnx_file, size, threads):
+    """The InferenceBackend of one of FLOAT_BACKENDS for model: PyTorch as it is, fused (eval --fuse), fused in
+    channels_last; ONNX Runtime on onnx_file; OpenVINO (float32 or bfloat16) on its IR beside it (each file made
+    when missing). A runtime that is not installed raises its one-line ValueError."""
+    if kind == "torch":
+        return TorchBackend(model)
+    if kind in ("torch-fused", "torch-fused-cl"):
+        return TorchBackend(fuse_model(copy.deepcopy(model)), channels_last=kind.endswith("cl"))
+    plain_onnx(model, onnx_file, size)
+    if kind == "onnxruntime":
+        return OnnxRuntimeBackend(onnx_file, threads=threads)
+    if kind not in ("openvino", "openvino-bf16"):
+        raise ValueError(f"{kind!r}: choose from {', '.join(FLOAT_BACKENDS)}")
+    xml = os.path.splitext(onnx_file)[0] + ".xml"
+    if not os.path.isfile(xml):
+        export_openvino(onnx_file, xml)
+    return OpenVINOBackend(xml, threads=threads, precision="bf16" if kind.endswith("bf16") else "f32")
+
+
 def _backends(model, size, impls, folder, threads):
     """{impl: InferenceBackend}; a runtime that is not installed is left out with a log line."""
     out = {}
     for impl in impls:
+        if impl not in IMPLS:
+            raise ValueError(f"--impls {impl!r}: choose from {', '.join(IMPLS)}")
         try:
-            if impl == "torch":
-                out[impl] = TorchBackend(model)
-            elif impl == "torch-fused-cl":
-                out[impl] = TorchBackend(fuse_model(copy.deepcopy(model)), channels_last=True)
-            elif impl in ("onnxruntime", "openvino", "openvino-bf16"):
-                onnx_file = os.path.join(folder, f"model_{size}.onnx")
-                if not os.path.isfile(onnx_file):  # raw outputs and a free batch, as the official export makes
-                    export_onnx(prepare_for_export(copy.deepcopy(model), False), onnx_file, (1, 3, size, size),
-                                dynamic=True)
-                if impl == "onnxruntime":
-                    out[impl] = OnnxRuntimeBackend(onnx_file, threads=threads)
-                else:
-                    xml = onnx_file[:-5] + ".xml"
-                    if not os.path.isfile(xml):
-                        export_openvino(onnx_file, xml)
-                    precision = "bf16" if impl.endswith("bf16") else "f32"
-                    out[impl] = OpenVINOBackend(xml, threads=threads, precision=precision)
-            else:
-                raise ValueError(f"--impls {impl!r}: choose from {', '.join(IMPLS)}")
+            out[impl] = float_backend(impl, model, os.path.join(folder, f"model_{size}.onnx"), (size, size), threads)
         except ValueError as e:
-            if impl in IMPLS:
-                logger.warning(f"{impl} left out: {e}")
-                continue
-            raise
+            logger.warning(f"{impl} left out: {e}")
     return out
 
 

@@ -164,20 +164,28 @@ def _two_machines(tmp_path, extra=(), env=None):
     return procs
 
 
-def test_a_lost_machine_stops_the_other_with_one_line_naming_it(tmp_path):
-    machine0, machine1 = _two_machines(tmp_path)
+def _fault_machine1(tmp_path, signum, extra=()):
+    """Two "machines"; once machine 0 saved a checkpoint, `signum` goes to every process of machine 1. Returns
+    (machine 0's exit status, its output, seconds from the signal to machine 0's end); both are gone after."""
+    machine0, machine1 = _two_machines(tmp_path, extra)
     try:
         _wait_for(run_dir(tmp_path / "machine0") / "latest_ckpt.pth", machine0)
-        os.killpg(machine1.pid, signal.SIGKILL)  # the whole machine: its launcher and its process
-        killed = time.time()
+        os.killpg(machine1.pid, signum)  # the whole machine: its launcher and its process
+        signalled = time.time()
         out = machine0.communicate(timeout=STOP_BOUND_S + 60)[0]
+        seconds = time.time() - signalled
     finally:
         for p in (machine0, machine1):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
             p.communicate()
-    assert time.time() - killed < STOP_BOUND_S, out[-3000:]
-    assert machine0.returncode == EXIT_PEER_LOST, out[-3000:]
+    return machine0.returncode, out, seconds
+
+
+def test_a_lost_machine_stops_the_other_with_one_line_naming_it(tmp_path):
+    code, out, seconds = _fault_machine1(tmp_path, signal.SIGKILL)
+    assert seconds < STOP_BOUND_S, out[-3000:]
+    assert code == EXIT_PEER_LOST, out[-3000:]
     line = next(line for line in out.splitlines() if "was lost" in line)
     assert "rank 1 (machine 1)" in line and "last heard from at" in line and "--resume" in line
     assert "Traceback" not in out
@@ -187,19 +195,9 @@ def test_a_lost_machine_stops_the_other_with_one_line_naming_it(tmp_path):
 def test_a_silent_peer_is_called_lost_after_the_heartbeat_timeout(tmp_path):
     # SIGSTOP: the process neither dies nor closes its sockets, as a machine cut off from the network; gloo would
     # wait for its collective timeout (15 minutes), the heartbeat notices in heartbeat_timeout seconds
-    machine0, machine1 = _two_machines(tmp_path, extra=("heartbeat_timeout", "4"))
-    try:
-        _wait_for(run_dir(tmp_path / "machine0") / "latest_ckpt.pth", machine0)
-        os.killpg(machine1.pid, signal.SIGSTOP)
-        stopped = time.time()
-        out = machine0.communicate(timeout=STOP_BOUND_S + 60)[0]
-    finally:
-        for p in (machine0, machine1):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.communicate()
-    assert time.time() - stopped < STOP_BOUND_S, out[-3000:]
-    assert machine0.returncode == EXIT_PEER_LOST, out[-3000:]
+    code, out, seconds = _fault_machine1(tmp_path, signal.SIGSTOP, extra=("heartbeat_timeout", "4"))
+    assert seconds < STOP_BOUND_S, out[-3000:]
+    assert code == EXIT_PEER_LOST, out[-3000:]
     assert "no heartbeat for" in out and "rank 1 (machine 1)" in out
 
 

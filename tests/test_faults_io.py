@@ -299,6 +299,63 @@ def test_the_dead_worker_line_from_torchs_two_messages(tmp_path):
     assert stream.explain_failure(RuntimeError("CUDA out of memory"), trainer) is None
 
 
+def test_a_worker_dead_before_the_first_iteration_is_named_too(tmp_path):
+    # the loader's first batches are read in before_train (the prefetcher starts there): the same one line
+    from yolox.core.trainer import Trainer
+
+    def before_train():
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+
+    trainer = SimpleNamespace(train_loader=SimpleNamespace(num_workers=2), file_name=str(tmp_path),
+                              data_stream=DataStream(), before_train=before_train)
+    trainer._dead_worker_named = lambda: Trainer._dead_worker_named(trainer)
+    with pytest.raises(DataWorkerDiedError, match=r"^DataLoader worker pid 4242 was killed by signal Killed .* during "
+                                                  r"the start; its memory was not measured"):
+        Trainer.train(trainer)
+
+
+def test_a_full_disk_under_the_closing_plots_stops_with_one_line(tmp_path):
+    from yolox.core.trainer import Trainer
+    from yolox.utils.checkpoint import CheckpointError
+
+    closed = []
+
+    class Part:
+        def __init__(self, name, error=None):
+            self.name, self.error = name, error
+
+        def after_train(self, trainer, finished):
+            closed.append(self.name)
+            if self.error is not None:
+                raise self.error
+
+    png = str(tmp_path / "results.png")
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), png)
+    trainer = SimpleNamespace(parts=[Part("first"), Part("plots", full), Part("last")], _finished=True,
+                              file_name=str(tmp_path))
+    with pytest.raises(CheckpointError) as raised:
+        Trainer._notify_end(trainer)
+    line = str(raised.value)
+    assert line.startswith(f"could not write {png} (the run's closing plots and tables): No space left on device "
+                           "(ENOSPC); ") and "\n" not in line
+    assert "free on that filesystem" in line and f"The checkpoints in {tmp_path} are kept" in line
+    assert closed == ["last", "plots", "first"]  # every part closed all the same
+    trainer.parts = [Part("bug", OSError(errno.EBADF, "Bad file descriptor"))]
+    with pytest.raises(OSError, match="Bad file descriptor"):  # not a disk: shown as it is
+        Trainer._notify_end(trainer)
+
+
+def test_a_jpeg_tail_is_read_once_per_file(tmp_path, monkeypatch):
+    from yolox.data.datasets import datasets_wrapper
+
+    reads = []
+    monkeypatch.setattr(datasets_wrapper, "_tail_checked", set())
+    monkeypatch.setattr(datasets_wrapper, "jpeg_is_truncated", lambda f: reads.append(f) or False)
+    for name in ("a.jpg", "a.jpg", "b.jpg", "a.jpg"):
+        datasets_wrapper._warn_if_truncated(str(tmp_path / name), "train.json")
+    assert reads == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+
+
 # ------------------------------------------------------------------------------------------------ Exp options
 def test_max_train_minutes_and_patience_take_none_on_the_command_line():
     from yolox.exp import get_exp

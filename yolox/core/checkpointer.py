@@ -21,7 +21,8 @@ from yolox.utils import (
     state_dict_from_checkpoint,
 )
 
-__all__ = ["Checkpointer", "make_output_dir", "check_fits_or_explain", "save_failure_message"]
+__all__ = ["Checkpointer", "make_output_dir", "check_fits_or_explain", "save_failure_message",
+           "output_failure_message", "DISK_ERRNOS"]
 
 
 class Checkpointer:
@@ -234,6 +235,26 @@ def check_fits_or_explain(model, state_dict, path):
 
 def save_failure_message(path, error, latest):
     """One line: the file that could not be written, why, the free space of its filesystem, what is kept, the fix."""
+    reason, free, fix = _write_failure(path, error)
+    if os.path.isfile(latest):
+        kept = f"{latest} is intact and --resume continues from it"
+    else:
+        kept = "no checkpoint of this run was written before"
+    return f"could not write the checkpoint {path}: {reason}; {free}. Training stopped; {kept}. Fix: {fix}"
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def output_failure_message(path, error, run_folder):
+    """One line for a file of the run's closing outputs (plots, tables, the report) that could not be written."""
+    reason, free, fix = _write_failure(path, error)
+    return (f"could not write {path} (the run's closing plots and tables): {reason}; {free}. The checkpoints in "
+            f"{run_folder} are kept (`tools/eval.py -c best_ckpt.pth --report` draws the report again). Fix: {fix}")
+
+
+def _write_failure(path, error):
+    """(why, the free space of path's filesystem, the fix) of an OSError writing path."""
     folder = os.path.dirname(os.path.abspath(path))
     code = errno.errorcode.get(error.errno, "") if error.errno is not None else ""
     reason = f"{error.strerror or error}{f' ({code})' if code else ''}"
@@ -246,11 +267,7 @@ def save_failure_message(path, error, latest):
     else:
         fix = ("free space there, or point output_dir at a disk with room (e.g. `output_dir /other/disk/YOLOX_outputs`"
                " on the command line)")
-    if os.path.isfile(latest):
-        kept = f"{latest} is intact and --resume continues from it"
-    else:
-        kept = "no checkpoint of this run was written before"
-    return f"could not write the checkpoint {path}: {reason}; {free}. Training stopped; {kept}. Fix: {fix}"
+    return reason, free, fix
 
 
 def _size(n_bytes):

@@ -6,6 +6,7 @@ after_train, resume_train, evaluate_and_save_model, save_ckpt) so that users' Tr
 not the loop itself is a part in `self.parts` (yolox.core.parts.TrainerPart): the stop request, the time budget, the
 metric writers, early stopping, frozen layers, results.csv, the profile. A new concern is a part appended there.
 """
+import contextlib
 import functools
 import os
 import time
@@ -18,9 +19,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from yolox.utils import (MeterBuffer, ModelEMA, adjust_status, all_reduce_norm, get_local_rank, get_model_info,
                          get_rank, get_world_size, gpu_mem_usage, mem_usage, occupy_mem, set_rng_states,
                          setup_logger, synchronize, unwrap_model)
+from yolox.utils.checkpoint import CheckpointError
 from yolox.utils.heap import keep_image_buffers_in_heap
 
-from .checkpointer import Checkpointer, make_output_dir
+from .checkpointer import DISK_ERRNOS, Checkpointer, make_output_dir, output_failure_message
 from .data_report import DataReportPart
 from .data_stream import DataStream, batch_per_rank, check_train_loader
 from .early_stopping import EarlyStopping, RunExtension
@@ -104,23 +106,36 @@ class Trainer:
 
     def _notify_end(self):
         """after_train to every part, the last added first, each even when another fails."""
-        call_each(functools.partial(part.after_train, self, self._finished) for part in reversed(self.parts))
+        try:
+            call_each(functools.partial(part.after_train, self, self._finished) for part in reversed(self.parts))
+        except OSError as e:  # a full or failing disk under the closing plots and tables: one line
+            if e.errno not in DISK_ERRNOS:
+                raise
+            raise CheckpointError(output_failure_message(e.filename or self.file_name, e, self.file_name)) from e
 
     # ------------------------------------------------------------------------------------------ the loop
     def train(self):
-        self.before_train()
+        with self._dead_worker_named():  # the loader's first batches are read here already
+            self.before_train()
         try:
-            with self.stop_request:
+            with self._dead_worker_named(), self.stop_request:
                 self.train_in_epoch()
         except ProfileDone:
             pass
-        except RuntimeError as e:  # torch's error for a dead DataLoader worker (raised wherever its SIGCHLD lands)
+        finally:
+            self.after_train()
+
+    @contextlib.contextmanager
+    def _dead_worker_named(self):
+        """torch's error for a dead DataLoader worker (raised wherever its SIGCHLD lands) becomes the one-line
+        DataWorkerDiedError."""
+        try:
+            yield
+        except RuntimeError as e:
             failure = self.data_stream.explain_failure(e, self)
             if failure is None:
                 raise
             raise failure from e
-        finally:
-            self.after_train()
 
     def train_in_epoch(self):
         self.epoch = self.start_epoch

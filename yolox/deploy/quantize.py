@@ -26,7 +26,7 @@ from .backend import DEPLOY_EXTRA, import_runtime
 from .openvino_backend import openvino_metadata
 
 __all__ = ["DEFAULT_CALIB", "CALIB_SPLITS", "HEAD_OUTPUT_SCOPE", "CalibrationImages", "calibration_images",
-           "quantize_openvino", "quantize_onnx_static",
+           "check_calib_flags", "quantize_openvino", "quantize_onnx_static",
            "model_input_size", "import_nncf", "float_node_names"]
 
 DEFAULT_CALIB = 300  # NNCF's own default subset size: ranges stop moving well before that on COCO-like data
@@ -64,6 +64,18 @@ class CalibrationImages:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def check_calib_flags(int8, calib, calib_split):
+    """The calibration flags of an export command line (--int8, --calib, --calib-split), checked before any export:
+    the number of images to calibrate on (the default when --calib was not given; 0 without --int8). One-line
+    ValueErrors for --calib or --calib-split without --int8 and for a count below 1."""
+    if not int8:
+        if calib is not None or calib_split != "val":
+            raise ValueError("--calib / --calib-split choose the calibration images of --int8: add --int8 (or drop "
+                             "them)")
+        return 0
+    return DEFAULT_CALIB if calib is None else _check_count(calib)
 
 
 def _check_count(n):

@@ -102,20 +102,16 @@ def run_onnx_cli(argv=None):
         return path
     from yolox.deploy.quantize import calibration_images, quantize_onnx_static
 
-    images = calibration_images(exp, _or(args.calib, 300), args.calib_split)
+    images = calibration_images(exp, args.calib, args.calib_split)
     return quantize_onnx_static(path, images, os.path.splitext(path)[0] + "_int8.onnx")
 
 
 def check_int8_arguments(args):
     """One-line ValueErrors for the INT8 flags, before the checkpoint is read."""
-    if not args.int8:
-        if args.calib is not None or args.calib_split != "val":
-            raise ValueError("--calib / --calib-split choose the calibration images of --int8: add --int8 (or drop "
-                             "them)")
-        return
-    if args.calib is not None and args.calib < 1:
-        raise ValueError(f"--calib {args.calib}: the number of calibration images must be at least 1 (default 300)")
-    if args.nms:
+    from yolox.deploy.quantize import check_calib_flags
+
+    args.calib = check_calib_flags(args.int8, args.calib, args.calib_split)
+    if args.int8 and args.nms:
         raise ValueError("--int8 with --nms: quantise the plain export (the NMS part stays float anyway); export "
                          "twice for both files")
 

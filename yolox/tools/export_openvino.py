@@ -16,7 +16,7 @@ import os
 
 from loguru import logger
 
-from yolox.deploy.quantize import CALIB_SPLITS, DEFAULT_CALIB, import_nncf
+from yolox.deploy.quantize import CALIB_SPLITS, DEFAULT_CALIB, check_calib_flags, import_nncf
 from yolox.tools.cli import run_cli
 
 __all__ = ["make_parser", "run_openvino_cli", "main"]
@@ -84,17 +84,11 @@ def _int8_output_name(args):
 
 def _check_int8_flags(args):
     """The --int8 flags checked before any export: a user error costs nothing."""
+    args.calib = check_calib_flags(args.int8, args.calib, args.calib_split)
     if not args.int8:
-        if args.calib is not None or args.calib_split != "val":
-            raise ValueError("--calib / --calib-split choose the calibration images of --int8: add --int8 (or drop "
-                             "them)")
         return
     if args.compress_to_fp16:
         raise ValueError("--compress-to-fp16 and --int8 exclude each other: INT8 stores its weights in 8 bits")
-    args.calib = DEFAULT_CALIB if args.calib is None else args.calib
-    if args.calib < 1:
-        raise ValueError(f"--calib {args.calib}: the number of calibration images must be at least 1 (default "
-                         f"{DEFAULT_CALIB}; a few hundred are enough)")
     import_nncf()  # the one-line error about the missing extra before a minute of export
     if args.onnx is not None and args.exp_file is None and args.name is None:
         raise ValueError(f"--int8 calibrates on the Exp's images, and {args.onnx} does not say which data it was "

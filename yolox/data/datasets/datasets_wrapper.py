@@ -147,6 +147,7 @@ def decode_reduction_limit(img_file, hw):
 
 
 _warned_truncated = set()
+_tail_checked = set()  # files whose JPEG tail was read in this process (a file does not change during a run)
 
 
 def jpeg_is_truncated(img_file):
@@ -172,7 +173,11 @@ def jpeg_tail_is_truncated(f):
 
 
 def _warn_if_truncated(img_file, where):
-    if img_file not in _warned_truncated and jpeg_is_truncated(img_file):
+    """Warn once per file; each file is looked at once per process (its tail read at its first decode only)."""
+    if img_file in _tail_checked:
+        return
+    _tail_checked.add(img_file)
+    if jpeg_is_truncated(img_file):
         _warned_truncated.add(img_file)
         logger.warning(f"image {img_file} ({where}) is a truncated JPEG: it decodes grey below the cut. Replace it with "
                        f"a complete copy or remove it (python -m yolox.tools.check_data lists all such files)")
