@@ -25,8 +25,9 @@ __all__ = ["DeployBenchConfig", "PATHS", "run_deploy_benchmark", "format_deploy_
 
 # onnxruntime-nms: float32 with the decoding, the score threshold and NMS in the graph (export_onnx --nms)
 PATHS = ("torch", "onnxruntime", "onnxruntime-nms", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
-FOREST_EXP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "exps", "example", "forest",
-                          "yolox_nano_forest.py")
+FOREST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "exps", "example", "forest")
+FOREST_EXP = os.path.join(FOREST_DIR, "yolox_nano_forest.py")  # depthwise (nano's get_model)
+FOREST_S_EXP = os.path.join(FOREST_DIR, "yolox_s_forest.py")  # the same data, the plain model of the other sizes
 # depth, width, depthwise of the published architectures (the official factories' values)
 ARCHS = {"yolox-nano": (0.33, 0.25, True), "yolox-tiny": (0.33, 0.375, False), "yolox-s": (0.33, 0.50, False),
          "yolox-m": (0.67, 0.75, False), "yolox-l": (1.0, 1.0, False), "yolox-x": (1.33, 1.25, False)}
@@ -75,10 +76,11 @@ def _exp_and_model(config):
         return exp, model.eval(), arch, config.ckpt
     from benchmarks.fitted_weights import detector_like, forest_images
 
-    exp = get_exp(config.exp_file or FOREST_EXP, None)
     if config.arch not in ARCHS:
         raise ValueError(f"--arch {config.arch!r}: choose from {', '.join(ARCHS)}")
-    exp.depth, exp.width, depthwise = ARCHS[config.arch]
+    depth, width, depthwise = ARCHS[config.arch]
+    exp = get_exp(config.exp_file or (FOREST_EXP if depthwise else FOREST_S_EXP), None)
+    exp.depth, exp.width = depth, width
     exp.merge(list(config.opts))
     if not depthwise and hasattr(exp, "depthwise"):
         exp.depthwise = False

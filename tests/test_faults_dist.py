@@ -87,6 +87,40 @@ def test_thread_stacks_show_every_thread():
     assert describe_where({"epoch": 0, "stage": "starting"}) == "before the first iteration (starting)"
 
 
+def test_a_signal_that_lands_inside_the_logger_is_handled_without_a_logging_error(capfd):
+    # a stop signal may interrupt the main thread while it writes a log line; a handler that logged there would
+    # meet loguru's non-reentrant lock ("Logging error in Loguru Handler", a traceback beside a clean stop)
+    import signal as signal_module
+    from types import SimpleNamespace
+
+    from loguru import logger
+
+    from yolox.core.stop_request import StopRequest
+
+    stop = StopRequest()
+    fired, lines = [], []
+
+    def sink(message):  # runs with the handler's lock held, as the interrupted main thread would
+        lines.append(str(message))
+        if not fired:
+            fired.append(True)
+            stop._handle(signal_module.SIGTERM, None)
+            launch_module.supervise.__globals__["signal_safe_warning"]("SIGTERM: every process stops")
+
+    sink_id = logger.add(sink)
+    try:
+        logger.info("an iteration's line")
+        assert stop.requested and fired
+        stop.agree(SimpleNamespace(is_distributed=False), not_finite=False)  # the next step logs the stop's line
+    finally:
+        logger.remove(sink_id)
+    err = capfd.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    assert "| WARNING  | yolox.core.launch - SIGTERM: every process stops" in err
+    assert "stop requested (SIGTERM): finishing this iteration" in lines[-1]
+    assert stop.agreed
+
+
 def test_nccl_is_set_up_to_fail_rather_than_wait(monkeypatch):
     environ = {"TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC": "123"}  # what the user set stays
     applied = launch_module.configure_nccl_faults(environ)

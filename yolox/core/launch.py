@@ -154,6 +154,16 @@ def _describe_exit(code):
     return f"ended with exit status {code}"
 
 
+def signal_safe_warning(message):
+    """A warning line written from a signal handler: straight to file descriptor 2, in the log's format. (The logger
+    takes a lock that the interrupted main thread may hold: loguru then prints a "Logging error" traceback.)"""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        os.write(2, f"{stamp} | WARNING  | {__name__} - {message}\n".encode())
+    except OSError:
+        pass
+
+
 def supervise(processes, board, machine_rank, per_machine, grace_s=STOP_GRACE_S):
     """Wait for this machine's processes. SIGINT / SIGTERM here are passed to them (a clean stop at the end of their
     iteration; they exit with the signal's status). When one ends with an error, the others get grace_s seconds to
@@ -166,11 +176,14 @@ def supervise(processes, board, machine_rank, per_machine, grace_s=STOP_GRACE_S)
     def forward(signum, frame):
         signalled.append(signum)
         name = signal.Signals(signum).name
-        logger.warning(f"{name}: every process stops after its current iteration and rank 0 saves latest_ckpt.pth"
-                       f"{' (again to stop them at once)' if len(signalled) == 1 else ''}")
+        signal_safe_warning(f"{name}: every process stops after its current iteration and rank 0 saves "
+                            f"latest_ckpt.pth{' (again to stop them at once)' if len(signalled) == 1 else ''}")
         for p in processes:
             if p.is_alive():
-                os.kill(p.pid, signal.SIGKILL if len(signalled) > 2 else signum)
+                try:
+                    os.kill(p.pid, signal.SIGKILL if len(signalled) > 2 else signum)
+                except ProcessLookupError:  # it ended since: its exit status tells
+                    pass
 
     previous = {}
     if threading.current_thread() is threading.main_thread():

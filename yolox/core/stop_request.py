@@ -36,13 +36,16 @@ class StopRequest(TrainerPart):
         self.agreed = False
         self.signum = signal.SIGINT  # the signal that asked (SIGTERM on a rank that did not get one: see agree)
         self._previous = {}
+        self._announce = False  # a signal came and its line is not logged yet
 
     def _handle(self, signum, frame):
+        # No logging here: the signal may land while the main thread is inside the logger, whose lock is not
+        # reentrant (loguru then prints a "Logging error" traceback). The line is logged by agree(), next step.
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
         self.signum = signum
-        logger.warning("stop requested: finishing this iteration and saving latest_ckpt.pth (again to stop now)")
+        self._announce = True
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -59,6 +62,10 @@ class StopRequest(TrainerPart):
     def agree(self, trainer, not_finite):
         """Whether any rank's loss is not finite; every rank learns too whether any asked to stop (one all-reduce).
         Only the agreed value decides: a signal arriving after the all-reduce waits for the next step."""
+        if self._announce:
+            self._announce = False
+            logger.warning(f"stop requested ({signal.Signals(self.signum).name}): finishing this iteration and saving "
+                           "latest_ckpt.pth (again to stop now)")
         stop = self.requested
         if trainer.is_distributed:
             # the signal travels too (a SIGTERM on one rank makes every rank exit with 143)
