@@ -138,7 +138,8 @@ def run_chaos(config: ChaosConfig, log=print):
         (work / f"fault_{len(rows) + 1:02d}_{kind}.log").write_text(out)  # what the run printed, to look at
         if proc.returncode == 0:  # the run ended before the fault: a longer run is needed
             raise RuntimeError(f"the run finished before fault {len(rows) + 1}; give more --epochs")
-        after = _load(latest)["iteration"]  # loads: the checkpoint on disk is whole
+        # loads: the checkpoint on disk is whole (none yet when the run's first save was the one that failed)
+        after = _load(latest)["iteration"] if latest.exists() else 0
         survived = after >= before and "Traceback" not in out
         rows.append({"fault": len(rows) + 1, "kind": kind, "exit": proc.returncode, "stopped_s": stopped_s,
                      "iteration_before": before, "iteration_after": after, "survived": survived,

@@ -169,6 +169,9 @@ def run_deploy_benchmark(config: DeployBenchConfig, log=logger.info):
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     exp, model, arch, weights = _exp_and_model(config)
+    if config.official and arch is None:  # before minutes of exports and timing
+        raise ValueError("--official needs a model of a published architecture (nano ... x); this Exp's "
+                         f"depth {exp.depth} / width {exp.width} is none of them")
     images = _val_images(exp, config.batches)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -187,9 +190,6 @@ def run_deploy_benchmark(config: DeployBenchConfig, log=logger.info):
                 row[f"ms_b{batch}"] = (statistics.median(forward) + statistics.median(post)) / batch
                 log(f"{row['path']} batch {batch}: {row[f'ms_b{batch}']:.1f} ms/img")
         if config.official:
-            if arch is None:
-                raise ValueError("--official needs a model of a published architecture (nano ... x); this Exp's "
-                                 f"depth {exp.depth} / width {exp.width} is none of them")
             bench = InferBenchConfig(repeats=config.repeats, warmup=config.warmup, conf=exp.test_conf,
                                      nms=exp.nmsthre, threads=config.threads)
             official_rows, _ = time_official(config.official, arch, model, images, config.batches, bench,

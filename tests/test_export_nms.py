@@ -168,7 +168,9 @@ def test_export_user_errors_are_one_line(coco):
              (["--nms", "--max-det", "0"], "--max-det 0: keep at least 1 detection"),
              (["--nms", "-o", "10"], "--opset 10 is too old for --nms"),
              (["--max-det", "50"], "--max-det apply to NMS in the graph: add --nms"),
-             (["--nms", "--conf", "1.5"], "--conf 1.5: a threshold between 0 and 1")]
+             (["--nms", "--conf", "1.5"], "--conf 1.5: a threshold between 0 and 1"),
+             (["--int8", "--batch-size", "4"], "--int8 with --batch-size 4: calibration feeds one image at a time"),
+             (["--calib", "8"], "--calib / --calib-split choose the calibration images of --int8")]
     for flags, message in cases:
         with pytest.raises(ValueError, match=message):
             run_onnx_cli(base + flags)

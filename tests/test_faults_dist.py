@@ -75,6 +75,94 @@ def test_the_watchdog_leaves_evaluation_and_an_unwatched_run_alone():
     assert exits == []
 
 
+def _store_watchdogs(world_size=3, heartbeat_timeout=5):
+    """Watchdogs of ranks 0..world_size-1 sharing one in-process store (as the rendezvous store), on one clock."""
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    store.set_timeout(timedelta(seconds=30))  # a get() of a key never set would wait this long
+    clock, exits = _Clock(), []
+    dogs = []
+    for rank in range(world_size):
+        dog = Watchdog(stall_timeout=None, heartbeat_timeout=heartbeat_timeout, clock=clock, exit=exits.append)
+        dog.rank, dog.world_size, dog.store, dog.run_folder = rank, world_size, store, "/tmp/run"
+        dog.mark(_FakeTrainer(), 2)
+        dog._beat()
+        dogs.append(dog)
+    return dogs, clock, exits
+
+
+def test_a_peer_that_finished_or_stopped_is_not_called_lost_but_a_silent_one_is():
+    dogs, clock, exits = _store_watchdogs()
+    dogs[0].check()  # rank 0 records every peer's beat
+    dogs[1].stop()  # rank 1 finished its run (or its collective failed): it stops beating on purpose
+    lines, handle = _captured_errors()
+    try:
+        clock.now += 6  # past heartbeat_timeout for both rank 1 and rank 2, which went silent
+        started = time.monotonic()
+        dogs[0].check()
+    finally:
+        logger.remove(handle)
+    assert exits == [EXIT_PEER_LOST]
+    assert len(lines) == 1 and "rank 2 (machine 2)" in lines[0] and "no heartbeat for 6 s" in lines[0], lines
+    assert time.monotonic() - started < 5  # no store get() waited for a key that was never set
+
+
+def test_after_a_failed_collective_the_lost_peer_is_the_silent_one_that_did_not_stop():
+    dogs, clock, exits = _store_watchdogs()
+    dogs[1].stop()  # rank 1's collective failed too: it stops, as rank 0 does
+    dogs[0].stop()
+    line = dogs[0].find_lost_peer(wait=0.01)  # rank 2 was killed: neither beats nor said it stopped
+    assert line is not None and line.startswith("rank 2 (machine 2), host ") and "was lost (its connection closed" in line
+    assert dogs[0]._peer_where(7) is None  # a rank that never wrote where it is: None at once
+
+
+def _raise_in_child(error_file):
+    # what torch's process wrapper does with an exception that is no user error: its traceback into the file
+    import pickle
+
+    with open(error_file, "wb") as f:
+        pickle.dump("Traceback (most recent call last):\n  ...\nZeroDivisionError: division by zero", f)
+    os._exit(1)
+
+
+def test_the_launcher_shows_a_failed_process_traceback_once_and_removes_the_error_files(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    error_files = [str(tmp_path / "error0.pickle"), str(tmp_path / "error1.pickle")]
+    processes = [context.Process(target=_raise_in_child, args=(error_files[0],)),
+                 context.Process(target=os._exit, args=(0,))]
+    for p in processes:
+        p.start()
+    board = launch_module.new_board(context, 2)
+    lines, handle = _captured_errors()
+    try:
+        with pytest.raises(launch_module.ProcessLost) as lost:
+            launch_module.supervise(processes, board, 0, 2, grace_s=5, error_files=error_files)
+    finally:
+        logger.remove(handle)
+    assert lost.value.exit_code == 1 and "rank 0 (machine 0, pid" in str(lost.value)
+    assert "ended with exit status 1" in str(lost.value)
+    assert len(lines) == 1 and "rank 0 (machine 0) raised:" in lines[0] and "ZeroDivisionError" in lines[0]
+    assert not any(os.path.exists(f) for f in error_files)
+
+
+def test_a_repeated_stop_signal_within_a_second_is_one_request(monkeypatch):
+    from yolox.core import stop_request as module
+
+    now = [50.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    stop = module.StopRequest()
+    stop._handle(signal.SIGINT, None)  # the terminal's Ctrl-C reaches the process ...
+    now[0] += 0.01
+    stop._handle(signal.SIGINT, None)  # ... and again through the launcher: still one clean stop
+    assert stop.requested
+    now[0] += 2.0
+    with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C of the user: stop at once
+        stop._handle(signal.SIGINT, None)
+
+
 def test_thread_stacks_show_every_thread():
     release = threading.Event()
     t = threading.Thread(target=release.wait, name="sleeper", daemon=True)

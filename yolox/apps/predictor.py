@@ -121,8 +121,10 @@ class Predictor:
                 outputs = self.decoder(outputs, dtype=outputs.type())
             if torch.is_tensor(outputs):
                 outputs = outputs.float()
+            # class-agnostic NMS as the official demo, except for an export whose graph ran NMS per class already
+            agnostic = getattr(self.backend, "nms", None) is None
             outputs = self.backend.postprocess(outputs, self.num_classes, self.confthre, self.nmsthre,
-                                               class_agnostic=True)
+                                               class_agnostic=agnostic)
         return outputs, img_info
 
     def detections(self, output, img_info):

@@ -112,6 +112,9 @@ class FaultInjection(TrainerPart):
     # ---------------------------------------------------------------------------------------- the faults
     def _stall(self, trainer, fault):
         logger.warning(f"{ENV_VAR}: rank {trainer.rank} stalls at iteration {fault.iter} (sleeps until stopped)")
+        watchdog = getattr(trainer, "watchdog", None)
+        if watchdog is not None:  # in the iteration already (this part runs before the watchdog's mark; at an
+            watchdog.mark(trainer, 1)  # epoch's first iteration the stage would still say "between epochs")
         while True:
             self.sleep(3600)
 

@@ -13,8 +13,10 @@ default stays the official 30 minutes) during training, and after SLOW_TIMEOUT
 around evaluation and cache building (yolox.utils.dist's slow group); on CUDA, NCCL's asynchronous error handling and
 heartbeat monitor are on (nccl_fault_settings), so that a lost peer ends in an error, not a wait.
 """
+import contextlib
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -137,7 +139,7 @@ def launch(
         start_method=start_method,
         join=False,
     )
-    supervise(context.processes, board, machine_rank, num_gpus_per_machine)
+    supervise(context.processes, board, machine_rank, num_gpus_per_machine, error_files=context.error_files)
 
 
 def _exit_status(code):
@@ -164,11 +166,32 @@ def signal_safe_warning(message):
         pass
 
 
-def supervise(processes, board, machine_rank, per_machine, grace_s=STOP_GRACE_S):
+def supervise(processes, board, machine_rank, per_machine, grace_s=STOP_GRACE_S, error_files=()):
     """Wait for this machine's processes. SIGINT / SIGTERM here are passed to them (a clean stop at the end of their
     iteration; they exit with the signal's status). When one ends with an error, the others get grace_s seconds to
     stop by themselves, then SIGTERM, then SIGKILL; ProcessLost names the first one that failed, with the iteration
-    and stage it was at (the board its watchdog writes)."""
+    and stage it was at (the board its watchdog writes). error_files: torch's per-process files that hold the
+    traceback of a process that raised (logged here once; all removed at the end)."""
+    try:
+        _supervise(processes, board, machine_rank, per_machine, grace_s, error_files)
+    finally:
+        for path in error_files:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def _raised_traceback(error_files, index):
+    """The traceback text torch's process wrapper saved for process `index`, or None."""
+    if index >= len(error_files) or not os.path.isfile(error_files[index]):
+        return None
+    try:
+        with open(error_files[index], "rb") as f:
+            return str(pickle.load(f)).rstrip()
+    except Exception:  # noqa: BLE001 - the exit status is still reported
+        return None
+
+
+def _supervise(processes, board, machine_rank, per_machine, grace_s, error_files):
     failed = None  # (index, exit code)
     signalled = []
     deadline = None
@@ -211,6 +234,8 @@ def supervise(processes, board, machine_rank, per_machine, grace_s=STOP_GRACE_S)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failed is None:
+        if signalled:  # every process stopped on the signal at once (a second one: no checkpoint was saved)
+            raise ProcessLost("", 128 + int(signalled[0]))
         return
     index, code = failed
     if code in _CLEAN_STOPS or signalled:
@@ -222,6 +247,9 @@ def supervise(processes, board, machine_rank, per_machine, grace_s=STOP_GRACE_S)
     if code == EXIT_PEER_LOST:
         raise ProcessLost("", EXIT_PEER_LOST)  # it named the lost process of another machine itself
     resume = " Resume with --resume" if where["counter"] else ""
+    trace = _raised_traceback(error_files, index)
+    if trace is not None:  # a failure that is no user error: the traceback is what it needs
+        logger.error(f"rank {rank} (machine {machine_rank}) raised:\n{trace}")
     raise ProcessLost(f"rank {rank} (machine {machine_rank}, pid {processes[index].pid}) {_describe_exit(code)}{at}; "
                       f"the other processes of this machine were stopped.{resume}", _exit_status(code) or 1)
 

@@ -2,6 +2,7 @@
 import os
 import signal
 import threading
+import time
 
 import torch
 import torch.distributed as dist
@@ -9,7 +10,9 @@ from loguru import logger
 
 from .parts import TrainerPart
 
-__all__ = ["StopRequest", "TrainingInterrupted"]
+__all__ = ["StopRequest", "TrainingInterrupted", "REPEAT_WINDOW_S"]
+
+REPEAT_WINDOW_S = 1.0  # a second signal of the same kind within this time is the first one delivered twice
 
 
 class TrainingInterrupted(Exception):
@@ -37,14 +40,20 @@ class StopRequest(TrainerPart):
         self.signum = signal.SIGINT  # the signal that asked (SIGTERM on a rank that did not get one: see agree)
         self._previous = {}
         self._announce = False  # a signal came and its line is not logged yet
+        self._since = 0.0  # when the first signal came (time.monotonic)
 
     def _handle(self, signum, frame):
         # No logging here: the signal may land while the main thread is inside the logger, whose lock is not
         # reentrant (loguru then prints a "Logging error" traceback). The line is logged by agree(), next step.
+        now = time.monotonic()
         if self.requested:
+            if signum == self.signum and now - self._since < REPEAT_WINDOW_S:
+                return  # the same signal twice at once: a terminal's Ctrl-C (or a job's SIGTERM) that reached this
+                # process directly and again through the launcher, which forwards it
             raise KeyboardInterrupt
         self.requested = True
         self.signum = signum
+        self._since = now
         self._announce = True
 
     def __enter__(self):

@@ -33,6 +33,7 @@ TRAINING_STAGES = frozenset((1, 2, 3))
 _BOARD_FIELDS = 6  # epoch, max_epoch, iter, max_iter, stage, progress counter
 
 _LOST_KEY = "yolox/lost"
+_STOPPED_KEY = "yolox/stopped"  # /<rank>: that process stopped beating on purpose (finished, or stopping)
 _ACTIVE = None  # the watchdog running in this process, for the launcher's exception handler
 _BOARD = None  # (shared array, slot) when a launcher on this machine watches this process
 
@@ -162,6 +163,13 @@ class Watchdog(TrainerPart):
         self.stop()  # still the active one: a failed collective is explained with where it stood
 
     def stop(self):
+        """Stop watching and beating; the others learn (through the store) that this process's silence from now on
+        is no loss: it finished, or it is stopping after a failed collective."""
+        if not self._stop.is_set() and self.store is not None:
+            try:
+                self.store.set(f"{_STOPPED_KEY}/{self.rank}", "1")
+            except Exception:  # noqa: BLE001 - the store's host is gone: nobody scans any more
+                pass
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5 * self.interval)
@@ -213,10 +221,15 @@ class Watchdog(TrainerPart):
         return True
 
     def _peer_where(self, rank):
-        try:
-            return json.loads(self.store.get(f"yolox/where/{rank}").decode())
+        key = f"yolox/where/{rank}"
+        try:  # check first: get() of a key never set waits for the store's timeout
+            return json.loads(self.store.get(key).decode()) if self.store.check([key]) else None
         except Exception:  # noqa: BLE001
             return None
+
+    def _stopped(self, rank):
+        """Whether process `rank` stopped beating on purpose (see stop())."""
+        return bool(self.store.check([f"{_STOPPED_KEY}/{rank}"]))
 
     def peer_beats(self):
         """{rank: beat count} of every other process (0 for one that never beat)."""
@@ -227,6 +240,8 @@ class Watchdog(TrainerPart):
             return
         now = self.clock()
         for rank, beat in self.peer_beats().items():
+            if self._stopped(rank):
+                continue
             last = self._peer_beats.get(rank)
             if last is None or last[0] != beat:
                 self._peer_beats[rank] = (beat, now)
@@ -305,10 +320,11 @@ class Watchdog(TrainerPart):
             if self.store.check([_LOST_KEY]):
                 return self.store.get(_LOST_KEY).decode()
             second = self.peer_beats()
+            # the processes that stopped on purpose (the others whose collective failed too) are not the lost one
+            silent = [r for r in second if second[r] == first.get(r) and not self._stopped(r)]
         except Exception:  # noqa: BLE001 - the store is gone with the process that hosts it
             return (f"{self.identity(0)}, which hosts the run's rendezvous store, is gone; every process of the run "
                     f"stops. {self._resume_hint()}")
-        silent = [r for r in second if second[r] == first.get(r)]
         if not silent:
             return None
         return self.lost_line(silent[0], "its connection closed")

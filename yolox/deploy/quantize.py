@@ -117,6 +117,10 @@ def _input_hw(model, path):
     if len(dims) != 4 or dims[2] is None or dims[3] is None:
         raise ValueError(f"{path} has input shape {shape}: quantisation needs a static height and width (export "
                          "with the Exp's test_size)")
+    if dims[0] not in (None, 1):
+        raise ValueError(f"{path} takes batches of exactly {dims[0]} images, and calibration feeds one image at a "
+                         "time: export it with --batch-size 1 or --dynamic (an INT8 model of a free batch runs any "
+                         "batch)")
     return dims[2], dims[3]
 
 

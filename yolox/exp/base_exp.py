@@ -74,7 +74,7 @@ class BaseExp(metaclass=ABCMeta):
         tuples and lists ("640,640", "(640, 640)", "[1,2]"), strings; an attribute that is None takes the value as
         a Python literal when it parses as one ("None", "42", "(10, 20)") and as a string otherwise, and an
         attribute whose default is None (seed, data_dir, random_size) or whose None means "no limit"
-        (NONE_MEANS_OFF: max_train_minutes, patience) takes "None" or "none" back.
+        (NONE_MEANS_OFF: max_train_minutes, patience, stall_timeout, heartbeat_timeout) takes "None" or "none" back.
         Unknown keys, values that do not convert and an odd number of items raise ValueError, and then no
         attribute is changed.
         """

@@ -2,7 +2,6 @@
 import sys
 
 from loguru import logger
-from torch.multiprocessing import ProcessExitedException
 
 from yolox.core import NonFiniteLossError, TrainingInterrupted
 from yolox.core.launch import ProcessLost
@@ -46,11 +45,6 @@ def run_cli(main, argv=None):
         if str(e):
             logger.error(str(e))
         sys.exit(e.exit_code)
-    except ProcessExitedException as e:
-        code = e.exit_code if e.exit_code is not None and e.exit_code > 0 else 1
-        if code not in (EXIT_USER_ERROR, EXIT_INTERRUPTED):
-            logger.error(f"process {e.error_index} ended with exit status {e.exit_code}")
-        sys.exit(code)
     except KeyboardInterrupt:
         logger.warning("interrupted")
         sys.exit(EXIT_INTERRUPTED)

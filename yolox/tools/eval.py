@@ -23,7 +23,7 @@ from yolox.apps.weights_exp import exp_for_weights
 from yolox.core.eval_report import enable_report, save_eval_report
 from yolox.deploy import BACKENDS, backend_for_file
 from yolox.exp import load_exp_weights
-from yolox.tools.cli import apply_test_overrides, run_cli
+from yolox.tools.cli import EXIT_USER_ERROR, USER_ERRORS, apply_test_overrides, run_cli, user_message
 from yolox.utils import fuse_model, get_local_rank, get_model_info
 
 __all__ = ["make_parser", "eval_main", "run_eval_cli", "process_count", "eval_device", "main"]
@@ -247,9 +247,18 @@ def run_eval_cli(argv=None):
         logger.info("no CUDA: using the gloo backend for the CPU processes")
         backend = "gloo"
     dist_url = "auto" if args.dist_url is None else args.dist_url
-    launch(eval_main, num_gpu, args.num_machines, args.machine_rank, backend=backend, dist_url=dist_url,
+    launch(_eval_process, num_gpu, args.num_machines, args.machine_rank, backend=backend, dist_url=dist_url,
            args=(exp, args, num_gpu))
     return None
+
+
+def _eval_process(exp, args, num_gpu):
+    """eval_main in a launched process: a user error is logged as its one line and becomes exit status 2."""
+    try:
+        eval_main(exp, args, num_gpu)
+    except USER_ERRORS as e:
+        logger.error(user_message(e))
+        raise SystemExit(EXIT_USER_ERROR) from None
 
 
 def main(argv=None):

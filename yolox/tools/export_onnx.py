@@ -111,6 +111,9 @@ def check_int8_arguments(args):
     from yolox.deploy.quantize import check_calib_flags
 
     args.calib = check_calib_flags(args.int8, args.calib, args.calib_split)
+    if args.int8 and args.batch_size != 1 and not args.dynamic:
+        raise ValueError(f"--int8 with --batch-size {args.batch_size}: calibration feeds one image at a time; export "
+                         "with --batch-size 1 or add --dynamic (the INT8 model then runs any batch)")
     if args.int8 and args.nms:
         raise ValueError("--int8 with --nms: quantise the plain export (the NMS part stays float anyway); export "
                          "twice for both files")

@@ -117,6 +117,9 @@ def _process_main(exp, args):
     except TrainingInterrupted as e:
         logger.warning(str(e))
         sys.exit(getattr(e, "exit_code", EXIT_INTERRUPTED))
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint (torch's wrapper says 0)
+        logger.warning("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # a collective that failed because another process died: one line, not a traceback
         line = explain_collective_failure(e)
         if line is None:

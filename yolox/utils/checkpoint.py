@@ -68,7 +68,7 @@ def load_checkpoint_file(path, map_location="cpu"):
             f"loaded (unpickling them could run code). Re-save it from a trusted session as "
             f"torch.save({{'model': model.state_dict()}}, path). Detail: {_first_line(e)}"
         ) from e
-    except MemoryError:
+    except (MemoryError, torch.cuda.OutOfMemoryError):  # no fault of the file (a full GPU under map_location)
         raise
     except Exception as e:  # noqa: BLE001 - torch.load fails on a damaged file with many types (KeyError, EOFError)
         raise CheckpointError(f"checkpoint {path!r} {_what_is_wrong(path, e)}; {_instead(path)}") from e
