@@ -23,7 +23,7 @@ def make_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--faults", type=int, default=20, help="faults to inject (default 20)")
     p.add_argument("--kinds", default=",".join(FAULT_KINDS), help=f"from {', '.join(FAULT_KINDS)}")
-    p.add_argument("--epochs", type=int, default=0, help="epochs of the run (default: faults + 4)")
+    p.add_argument("--epochs", type=int, default=0, help="epochs of the run (default: 4 x faults + 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the faults' kinds and moments")
     p.add_argument("--workdir", default="/tmp/yolox_chaos", help="where both runs go (emptied first)")
     p.add_argument("--json", default=None, help="also write the result to this file")

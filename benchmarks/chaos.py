@@ -23,13 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FOREST_EXP = ROOT / "exps" / "example" / "forest" / "yolox_nano_forest.py"
 TRAIN_PY = ROOT / "tools" / "train.py"
 FAULT_KINDS = ("kill", "term", "save_error")
+EPOCHS_PER_FAULT = 4
 
 
 @dataclass
 class ChaosConfig:
     faults: int = 20
     kinds: tuple = FAULT_KINDS
-    epochs: int = 0  # 0: enough for the faults (one saved epoch between two faults at least)
+    epochs: int = 0  # 0: enough for the faults (EPOCHS_PER_FAULT per fault: a fault lands up to 2 s after a new
+    # checkpoint, and a fast CPU trains several of these short epochs in that time)
     size: int = 128
     batch: int = 8
     seed: int = 0
@@ -96,7 +98,7 @@ def run_chaos(config: ChaosConfig, log=print):
         import shutil
 
         shutil.rmtree(work)
-    epochs = config.epochs or config.faults + 4
+    epochs = config.epochs or EPOCHS_PER_FAULT * config.faults + 4
     ref_dir, chaos_dir = work / "reference", work / "chaos"
 
     log(f"reference: {epochs} epochs, 2 processes, uninterrupted")
