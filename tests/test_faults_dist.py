@@ -117,33 +117,40 @@ def test_after_a_failed_collective_the_lost_peer_is_the_silent_one_that_did_not_
     assert dogs[0]._peer_where(7) is None  # a rank that never wrote where it is: None at once
 
 
-def _raise_in_child(error_file):
-    # what torch's process wrapper does with an exception that is no user error: its traceback into the file
-    import pickle
+class _EndedProcess:
+    """What supervise() needs of a process that has already ended with `exitcode` (no fork in the test process)."""
 
-    with open(error_file, "wb") as f:
-        pickle.dump("Traceback (most recent call last):\n  ...\nZeroDivisionError: division by zero", f)
-    os._exit(1)
+    def __init__(self, exitcode, pid):
+        self.exitcode, self.pid = exitcode, pid
+        read, write = os.pipe()
+        os.close(write)  # the read end is ready at once, as a dead process's sentinel
+        self.sentinel = read
+
+    def join(self, timeout=None):
+        pass
+
+    def is_alive(self):
+        return False
 
 
 def test_the_launcher_shows_a_failed_process_traceback_once_and_removes_the_error_files(tmp_path):
     import multiprocessing
+    import pickle
 
-    context = multiprocessing.get_context("fork")
     error_files = [str(tmp_path / "error0.pickle"), str(tmp_path / "error1.pickle")]
-    processes = [context.Process(target=_raise_in_child, args=(error_files[0],)),
-                 context.Process(target=os._exit, args=(0,))]
-    for p in processes:
-        p.start()
-    board = launch_module.new_board(context, 2)
+    with open(error_files[0], "wb") as f:  # what torch's process wrapper writes for an exception of process 0
+        pickle.dump("Traceback (most recent call last):\n  ...\nZeroDivisionError: division by zero", f)
+    processes = [_EndedProcess(1, 4242), _EndedProcess(0, 4243)]
+    board = launch_module.new_board(multiprocessing.get_context("spawn"), 2)
     lines, handle = _captured_errors()
     try:
         with pytest.raises(launch_module.ProcessLost) as lost:
             launch_module.supervise(processes, board, 0, 2, grace_s=5, error_files=error_files)
     finally:
         logger.remove(handle)
-    assert lost.value.exit_code == 1 and "rank 0 (machine 0, pid" in str(lost.value)
-    assert "ended with exit status 1" in str(lost.value)
+        for p in processes:
+            os.close(p.sentinel)
+    assert lost.value.exit_code == 1 and "rank 0 (machine 0, pid 4242) ended with exit status 1" in str(lost.value)
     assert len(lines) == 1 and "rank 0 (machine 0) raised:" in lines[0] and "ZeroDivisionError" in lines[0]
     assert not any(os.path.exists(f) for f in error_files)
 
