@@ -12,6 +12,52 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 _LAST_MODULES = ("test_deploy.py",)
 
 
+class _SignalStack:
+    """The main thread's alternate signal stack (sigaltstack), read and set through libc.
+
+    OpenVINO's CPU plugin installs its own alternate stack on the thread that compiles a model and puts the old one
+    back when the model is freed; freed on another thread (a garbage collection there), the main thread is left with
+    a stack that no longer exists. The next signal with a Python handler (torch's SIGCHLD handler, installed by any
+    DataLoader with workers, when a subprocess ends) then kills the test process with SIGSEGV, on CPUs whose signal
+    frame is large (AVX-512). Each test ends with the session's own stack back in place."""
+
+    def __init__(self):
+        import ctypes
+
+        class stack_t(ctypes.Structure):
+            _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+        self.ctypes, self.stack_t = ctypes, stack_t
+        self.libc = ctypes.CDLL(None, use_errno=True)
+
+    def get(self):
+        current = self.stack_t()
+        self.libc.sigaltstack(None, self.ctypes.byref(current))
+        return current.ss_sp, current.ss_flags, current.ss_size
+
+    def set(self, stack):
+        sp, flags, size = stack
+        self.libc.sigaltstack(self.ctypes.byref(self.stack_t(sp, flags & ~1, size)), None)  # not SS_ONSTACK
+
+
+@pytest.fixture(scope="session")
+def _session_signal_stack():
+    if not sys.platform.startswith("linux"):
+        yield None
+        return
+    stack = _SignalStack()
+    yield stack, stack.get()
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_signal_stack(_session_signal_stack):
+    yield
+    if _session_signal_stack is not None:
+        stack, original = _session_signal_stack
+        if stack.get() != original:
+            stack.set(original)
+
+
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: item.path.name in _LAST_MODULES)  # stable: the order is kept within each part
 
